@@ -1,0 +1,98 @@
+"""Tokenizer and vocabulary look-up: pure functions shared by training and scoring.
+
+The same `tokenize` runs when word2vec is trained, when the classifier is trained
+and when reviews are scored, so a word is always split the same way.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+PAD = 0  # index of the padding vector (all zeros, never read)
+UNK = 1  # index of the unknown-word vector
+SPECIALS = ("<pad>", "<unk>")
+
+# A word is a run of letters/digits (any script), optionally joined by apostrophes
+# inside it: "don't", "o'neill". `[^\W_]` is \w without the underscore.
+_WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)*")
+_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "`": "'"})
+
+
+def tokenize(text: str) -> list[str]:
+    """Split a review into lowercase word tokens.
+
+    Steps: unescape HTML entities (`&amp;`, `&#39;`), Unicode NFKC normalisation
+    (full-width letters, ligatures), curly apostrophes to `'`, lowercase, then
+    words with inner apostrophes kept (`don't`) and all other punctuation dropped.
+    """
+    if "&" in text:  # html.unescape is the slowest step; most reviews need none
+        text = html.unescape(text)
+    if not text.isascii() and not unicodedata.is_normalized("NFKC", text):
+        text = unicodedata.normalize("NFKC", text)
+    return _WORD.findall(text.translate(_APOSTROPHES).lower())
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """Token ids of one review as the model sees them."""
+
+    ids: list[int]  # known tokens only, at most max_tokens
+    n_tokens: int  # tokens before look-up
+    n_known: int  # tokens found in the vocabulary (before truncation)
+
+    @property
+    def truncated(self) -> bool:
+        return self.n_known > len(self.ids)
+
+
+class Vocabulary:
+    """Word ↔ index, with 0 = padding and 1 = unknown, as the embedding matrix rows."""
+
+    def __init__(self, words: Sequence[str]):
+        if tuple(words[:2]) != SPECIALS:
+            raise ValueError(f"a vocabulary starts with {SPECIALS}, got {tuple(words[:2])}")
+        self.words = list(words)
+        self.index = {w: i for i, w in enumerate(self.words)}
+        if len(self.index) != len(self.words):
+            raise ValueError("vocabulary has duplicate words")
+
+    @classmethod
+    def from_words(cls, words: Iterable[str]) -> Vocabulary:
+        return cls([*SPECIALS, *(w for w in words if w not in SPECIALS)])
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    def encode(self, text: str, max_tokens: int) -> Encoded:
+        """Tokenize and look up; unknown words are dropped, as in the original design."""
+        tokens = tokenize(text)
+        get = self.index.get
+        ids = [i for i in map(get, tokens) if i is not None]
+        return Encoded(ids=ids[:max_tokens], n_tokens=len(tokens), n_known=len(ids))
+
+    def to_text(self) -> str:
+        return "\n".join(self.words) + "\n"
+
+    @classmethod
+    def from_text(cls, text: str) -> Vocabulary:
+        return cls(text.rstrip("\n").split("\n"))
+
+
+def pad_batch(sequences: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad id lists into a (B, T) int64 array and their (B,) lengths.
+
+    Padding sits after each review's last real token, so a recurrence that runs
+    left to right never sees it before the position the classifier reads.
+    """
+    lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
+    width = max(1, int(lengths.max(initial=0)))
+    out = np.full((len(sequences), width), PAD, dtype=np.int64)
+    for row, seq in enumerate(sequences):
+        out[row, : len(seq)] = seq
+    return out, lengths
