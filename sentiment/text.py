@@ -18,10 +18,34 @@ PAD = 0  # index of the padding vector (all zeros, never read)
 UNK = 1  # index of the unknown-word vector
 SPECIALS = ("<pad>", "<unk>")
 
-# A word is a run of letters/digits (any script), optionally joined by apostrophes
-# inside it: "don't", "o'neill". `[^\W_]` is \w without the underscore.
-_WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)*")
-_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "`": "'"})
+
+def _combining_marks() -> str:
+    """The combining marks (Unicode categories M*) of planes 0-1 and E, as regex ranges."""
+    # Python's re has no \p{M} and \w excludes marks, which split "हिन्दी" or Arabic
+    # with vowel signs into bare letters. The scan takes about 20 ms, once, at import.
+    codes = [
+        c
+        for c in (*range(0x20000), *range(0xE0000, 0xE1000))
+        if unicodedata.category(chr(c)).startswith("M")
+    ]
+    ranges, start = [], codes[0]
+    for prev, c in zip(codes, [*codes[1:], -1], strict=True):
+        if c != prev + 1:
+            ranges.append(f"{re.escape(chr(start))}-{re.escape(chr(prev))}")
+            start = c
+    return "".join(ranges)
+
+
+# A word starts with a letter/digit (any script), continues with letters, digits and
+# combining marks, and may be joined by inner apostrophes: "don't", "o'neill".
+# Underscores are turned into spaces first, so \w can stand for letters and digits.
+_PART = rf"\w[\w{_combining_marks()}]*"
+_WORD = re.compile(rf"{_PART}(?:'{_PART})*")
+# ASCII text has no marks; its pattern skips the long class, which costs ~40 % in speed.
+_ASCII_WORD = re.compile(r"\w+(?:'\w+)*")
+_APOSTROPHES = str.maketrans(
+    {"\u2019": "'", "\u2018": "'", "\u02bc": "'", "`": "'", "_": " "}  # and "_" -> space
+)
 
 
 def tokenize(text: str) -> list[str]:
@@ -33,9 +57,10 @@ def tokenize(text: str) -> list[str]:
     """
     if "&" in text:  # html.unescape is the slowest step; most reviews need none
         text = html.unescape(text)
-    if not text.isascii() and not unicodedata.is_normalized("NFKC", text):
+    ascii_text = text.isascii()
+    if not ascii_text and not unicodedata.is_normalized("NFKC", text):
         text = unicodedata.normalize("NFKC", text)
-    return _WORD.findall(text.translate(_APOSTROPHES).lower())
+    return (_ASCII_WORD if ascii_text else _WORD).findall(text.translate(_APOSTROPHES).lower())
 
 
 @dataclass(frozen=True)

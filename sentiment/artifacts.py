@@ -1,0 +1,221 @@
+"""Model directories and the model store.
+
+A model directory is the only thing scoring needs:
+
+    config.json        model/text/embedding settings, training settings, versions, model_id
+    model.safetensors  every weight, the embedding matrix included (no pickle)
+    vocab.txt          one word per line; line i is row i of the embedding matrix
+    metrics.json       per-epoch history and final metrics
+    loss_curve.png, confusion_test.png
+
+The store is a directory or a URI (pyarrow filesystems: local, s3://, gs://, ...)
+holding `<model_id>/` directories and a `LATEST` file naming the newest one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from sentiment.config import ModelConfig, SentimentError, TextConfig, from_dict
+from sentiment.models import SentimentGRU, build_model
+from sentiment.text import Vocabulary
+
+WEIGHTS, CONFIG, VOCAB, METRICS = "model.safetensors", "config.json", "vocab.txt", "metrics.json"
+LATEST = "LATEST"
+
+
+@dataclass
+class LoadedModel:
+    """A model directory loaded into memory."""
+
+    model_id: str
+    model: SentimentGRU
+    vocab: Vocabulary
+    text: TextConfig
+    config: dict[str, Any]  # the whole config.json
+
+
+def versions() -> dict[str, str]:
+    import numpy
+    import pyarrow
+
+    from sentiment import __version__
+
+    return {
+        "sentiment_jobs": __version__,
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "pyarrow": pyarrow.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def write_weights(directory: Path, model: torch.nn.Module, vocab: Vocabulary) -> None:
+    """Weights as safetensors and the vocabulary as text: nothing here is ever unpickled."""
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(directory / WEIGHTS))
+    (directory / VOCAB).write_text(vocab.to_text(), encoding="utf-8")
+
+
+def compute_model_id(directory: Path, variant: str) -> str:
+    """A stable id: the variant and a digest of the weights, vocabulary and model settings."""
+    digest = hashlib.sha256()
+    for name in (WEIGHTS, VOCAB):
+        digest.update((directory / name).read_bytes())
+    config = json.loads((directory / CONFIG).read_text())
+    digest.update(json.dumps([config["model"], config["text"]], sort_keys=True).encode())
+    return f"{variant}-{digest.hexdigest()[:12]}"
+
+
+def write_model_dir(
+    directory: Path,
+    model: SentimentGRU,
+    vocab: Vocabulary,
+    text: TextConfig,
+    extra: dict[str, Any],
+) -> str:
+    """Write a complete model directory and return its model_id (also stored in config.json)."""
+    write_weights(directory, model, vocab)
+    config = {
+        "model": _asdict(model.config),
+        "text": _asdict(text),
+        **extra,
+        "versions": versions(),
+    }
+    _write_json(directory / CONFIG, config)
+    config["model_id"] = compute_model_id(directory, model.config.variant)
+    _write_json(directory / CONFIG, config)
+    return config["model_id"]
+
+
+def load_model_dir(directory: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+    """Rebuild the model of a model directory from its files alone (safetensors, JSON, text)."""
+    directory = Path(directory)
+    for name in (CONFIG, WEIGHTS, VOCAB):
+        if not (directory / name).is_file():
+            raise SentimentError(f"{directory}: not a model directory (missing {name})")
+    try:
+        config = json.loads((directory / CONFIG).read_text(encoding="utf-8"))
+        model_cfg = from_dict(ModelConfig, config["model"])
+        text_cfg = from_dict(TextConfig, config["text"])
+        vocab = Vocabulary.from_text((directory / VOCAB).read_text(encoding="utf-8"))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise SentimentError(f"{directory / CONFIG}: unreadable model config ({exc})") from None
+    if len(vocab) != model_cfg.vocab_size:
+        raise SentimentError(
+            f"{directory / VOCAB}: {len(vocab)} words but the model has {model_cfg.vocab_size} rows"
+        )
+    model = build_model(model_cfg)
+    try:
+        state = load_file(str(directory / WEIGHTS), device="cpu")
+        model.load_state_dict(state, strict=True)
+    except Exception as exc:  # safetensors raises its own error types
+        raise SentimentError(f"{directory / WEIGHTS}: cannot load weights ({exc})") from None
+    model.to(device).eval()
+    return LoadedModel(config.get("model_id", directory.name), model, vocab, text_cfg, config)
+
+
+# --- the store ----------------------------------------------------------------------------
+
+
+def publish(local_dir: Path, store: str, model_id: str) -> str:
+    """Copy a finished model directory into the store, then point LATEST at it.
+
+    The copy lands under a temporary name first and LATEST changes last, so a
+    reader following LATEST never sees a half-written model.
+    """
+    fs, root = filesystem(store)
+    target = f"{root}/{model_id}"
+    staging = f"{root}/.tmp-{model_id}-{uuid.uuid4().hex[:8]}"
+    fs.create_dir(staging, recursive=True)
+    import pyarrow.fs as pafs
+
+    pafs.copy_files(str(local_dir), staging, pafs.LocalFileSystem(), fs)
+    if fs.get_file_info(target).type != pafs.FileType.NotFound:
+        fs.delete_dir(target)  # same id = same weights: replacing it changes nothing
+    fs.move(staging, target)
+    _write_text_atomic(fs, f"{root}/{LATEST}", model_id + "\n")
+    return target if "://" not in store else f"{store.rstrip('/')}/{model_id}"
+
+
+def resolve_model(model: str, store: str) -> Path:
+    """A local model directory for `model`: a path, a URI (downloaded), or "latest" in the store."""
+    if model == "latest":
+        fs, root = filesystem(store)
+        try:
+            with fs.open_input_stream(f"{root}/{LATEST}") as f:
+                model_id = f.read().decode().strip()
+        except (FileNotFoundError, OSError):
+            raise SentimentError(
+                f"no trained model in the store {store} (no {LATEST}); train one first "
+                "or pass --model DIR"
+            ) from None
+        model = f"{store.rstrip('/')}/{model_id}"
+    if "://" not in model or model.startswith("file://"):
+        path = Path(model.removeprefix("file://"))
+        if not path.is_dir():
+            raise SentimentError(f"{path}: model directory not found")
+        return path
+    return _download(model)
+
+
+def filesystem(uri_or_path: str):
+    """(pyarrow filesystem, path inside it) for a local path or a URI."""
+    import pyarrow.fs as pafs
+
+    if "://" in uri_or_path:
+        try:
+            return pafs.FileSystem.from_uri(uri_or_path)
+        except Exception as exc:
+            raise SentimentError(f"{uri_or_path}: cannot open storage ({exc})") from None
+    return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(uri_or_path))
+
+
+def _download(uri: str) -> Path:
+    import pyarrow.fs as pafs
+
+    fs, path = filesystem(uri)
+    cache = (
+        Path(tempfile.gettempdir()) / "sentiment-models" / hashlib.sha1(uri.encode()).hexdigest()
+    )
+    if not (cache / CONFIG).exists():
+        tmp = Path(tempfile.mkdtemp(dir=cache.parent if cache.parent.exists() else None))
+        try:
+            pafs.copy_files(path, str(tmp), fs, pafs.LocalFileSystem())
+        except Exception as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise SentimentError(f"{uri}: cannot download model ({exc})") from None
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(cache, ignore_errors=True)
+        tmp.rename(cache)
+    return cache
+
+
+def _write_text_atomic(fs, path: str, text: str) -> None:
+    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    with fs.open_output_stream(tmp) as f:
+        f.write(text.encode())
+    fs.move(tmp, path)  # a rename on local disks: readers see the old or the new pointer
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+
+
+def _asdict(cfg: Any) -> dict[str, Any]:
+    from sentiment.config import to_dict
+
+    return to_dict(cfg)

@@ -1,0 +1,39 @@
+"""Connecting to Ray: the cluster a job runs in, or a private local one.
+
+Inside a Ray job the supervisor sets RAY_ADDRESS and `ray.init()` joins that
+cluster. Anywhere else, `address="local"` starts a fresh in-process cluster
+rather than joining whatever local Ray happens to be running.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+log = logging.getLogger(__name__)
+
+
+def init_ray(num_cpus: int | None = None, num_gpus: int | None = None) -> None:
+    """Join the job's cluster (RAY_ADDRESS set by Ray Jobs) or start a local Ray once."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_JOB_ID") or os.environ.get("RAY_ADDRESS"):
+        ray.init(log_to_driver=True)
+        return
+    log.info("starting a local Ray (no cluster address given)")
+    ray.init(
+        address="local",
+        num_cpus=num_cpus,
+        num_gpus=num_gpus,
+        log_to_driver=True,
+    )
+
+
+def cluster_resources() -> dict[str, float]:
+    """CPUs and GPUs the connected cluster has in total."""
+    import ray
+
+    res = ray.cluster_resources()
+    return {"CPU": float(res.get("CPU", 0)), "GPU": float(res.get("GPU", 0))}

@@ -1,0 +1,228 @@
+"""The GRU sentiment classifiers of SPEC.md: `gru`, `grub`, `gruh`, `pmgru` (no I/O, no Ray).
+
+All variants read right-padded batches of token ids. Padding always sits after
+a review's last real token and every recurrence here runs forward in time, so
+no real position ever sees a padded one; the backward direction of a
+bidirectional model runs forward over each review *reversed within its own
+length*. A review therefore gets the same output alone and inside any padded
+batch, without packing (which is pathologically slow to train on CPU,
+pytorch/pytorch#149194) and without masks inside the cells.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from sentiment.config import ModelConfig
+
+
+class HandGRU(nn.Module):
+    """One direction of one layer of the GRU of Cho et al. (2014), looped over time.
+
+    Parameters use torch.nn.GRU's names and gate order (reset, update, candidate),
+    but the update gate follows SPEC.md: h_t = (1 - z) h_{t-1} + z h~_t, where
+    nn.GRU writes h_t = (1 - z) h~_t + z h_{t-1}; copying nn.GRU's weights
+    therefore negates the update rows (see tests). `reset_after` puts the reset
+    gate after the recurrent product, r ⊙ (U_h h + b), as nn.GRU does.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, reset_after: bool = False):
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.reset_after = reset_after
+        self.weight_ih = nn.Parameter(torch.empty(3 * hidden_size, input_size))
+        self.weight_hh = nn.Parameter(torch.empty(3 * hidden_size, hidden_size))
+        self.bias_ih = nn.Parameter(torch.empty(3 * hidden_size))
+        self.bias_hh = nn.Parameter(torch.empty(3 * hidden_size))
+        _init_uniform(self, hidden_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, I) -> (B, T, H)
+        H = self.hidden_size
+        # The input projection of every time step at once: one big matmul instead of T small ones.
+        gates_x = F.linear(x, self.weight_ih, self.bias_ih)  # (B, T, 3H)
+        h = x.new_zeros(x.shape[0], H)
+        w_hh_t = self.weight_hh.t()
+        outputs = []
+        if self.reset_after:
+            for gx in gates_x.unbind(1):
+                gh = torch.addmm(self.bias_hh, h, w_hh_t)  # (B, 3H)
+                reset, update = torch.sigmoid(gx[:, : 2 * H] + gh[:, : 2 * H]).chunk(2, 1)
+                candidate = torch.tanh(torch.addcmul(gx[:, 2 * H :], reset, gh[:, 2 * H :]))
+                h = torch.lerp(h, candidate, update)  # (1 - z) h + z h~
+                outputs.append(h)
+        else:
+            # Both biases are constants outside the reset product: fold them in once.
+            gates_x = gates_x + self.bias_hh
+            w_rz_t, w_n_t = w_hh_t[:, : 2 * H], w_hh_t[:, 2 * H :]
+            for gx in gates_x.unbind(1):
+                reset, update = torch.sigmoid(torch.addmm(gx[:, : 2 * H], h, w_rz_t)).chunk(2, 1)
+                candidate = torch.tanh(torch.addmm(gx[:, 2 * H :], reset * h, w_n_t))
+                h = torch.lerp(h, candidate, update)
+                outputs.append(h)
+        return torch.stack(outputs, 1)
+
+
+class PoorMansGRU(nn.Module):
+    """One direction of one layer of the one-gate "poor man's" GRU of SPEC.md.
+
+    A single forget gate f_t replaces both the update and the reset gate:
+    h~_t = tanh(W_h x_t + U_h (f_t ⊙ h_{t-1})), h_t = (1 - f_t) h_{t-1} + f_t h~_t.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int):
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.weight_ih = nn.Parameter(torch.empty(2 * hidden_size, input_size))  # forget, candidate
+        self.weight_hh = nn.Parameter(torch.empty(2 * hidden_size, hidden_size))
+        self.bias_ih = nn.Parameter(torch.empty(2 * hidden_size))
+        self.bias_hh = nn.Parameter(torch.empty(2 * hidden_size))
+        _init_uniform(self, hidden_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, I) -> (B, T, H)
+        H = self.hidden_size
+        gates_x = F.linear(x, self.weight_ih, self.bias_ih + self.bias_hh)  # (B, T, 2H)
+        h = x.new_zeros(x.shape[0], H)
+        w_f_t, w_n_t = self.weight_hh[:H].t(), self.weight_hh[H:].t()
+        outputs = []
+        for gx in gates_x.unbind(1):
+            forget = torch.sigmoid(torch.addmm(gx[:, :H], h, w_f_t))
+            candidate = torch.tanh(torch.addmm(gx[:, H:], forget * h, w_n_t))
+            h = torch.lerp(h, candidate, forget)
+            outputs.append(h)
+        return torch.stack(outputs, 1)
+
+
+class TorchGRU(nn.Module):
+    """One direction of one layer of `torch.nn.GRU`, run padded or packed."""
+
+    def __init__(self, input_size: int, hidden_size: int):
+        super().__init__()
+        self.gru = nn.GRU(input_size, hidden_size, batch_first=True)
+        self.packed = False  # set per device by the caller; both give the same outputs
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        if not self.packed:
+            return self.gru(x)[0]  # (B, T, H)
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        out, _ = pad_packed_sequence(self.gru(packed)[0], batch_first=True, total_length=x.shape[1])
+        return out
+
+
+def reverse_within_length(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Reverse each row's first `length` steps, leaving its padding at the end. (B, T, ...)"""
+    T = x.shape[1]
+    t = torch.arange(T, device=x.device).unsqueeze(0)  # (1, T)
+    last = (lengths.to(x.device) - 1).unsqueeze(1)  # (B, 1)
+    index = torch.where(t <= last, last - t, t)  # (B, T)
+    return x.gather(1, index.view(*index.shape, *([1] * (x.dim() - 2))).expand_as(x))
+
+
+class RecurrentEncoder(nn.Module):
+    """Stacked, optionally bidirectional recurrence built from single-direction layers."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        directions = 2 if cfg.bidirectional else 1
+        layers = []
+        for layer in range(cfg.layers):
+            size_in = cfg.embed_dim if layer == 0 else cfg.hidden_size * directions
+            layers.append(nn.ModuleList(_make_cell(cfg, size_in) for _ in range(directions)))
+        self.layers = nn.ModuleList(layers)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
+        """(B, T, E) -> one (B, T, H) output per direction, each in its own time order."""
+        outs: list[torch.Tensor] = []
+        for i, cells in enumerate(self.layers):
+            if i > 0:  # dropout between layers, as nn.GRU(dropout=...) does
+                x = self.dropout(torch.cat([outs[0], *map(_unreverse(lengths), outs[1:])], -1))
+            outs = [_run(cells[0], x, lengths)]
+            if len(cells) == 2:
+                outs.append(_run(cells[1], reverse_within_length(x, lengths), lengths))
+        return outs
+
+
+class SentimentGRU(nn.Module):
+    """Embedding → GRU variant → read-out → ReLU → Linear(D·H, 2) → LogSoftmax."""
+
+    def __init__(self, cfg: ModelConfig, embeddings: np.ndarray | None = None):
+        super().__init__()
+        self.config = cfg
+        self.embedding = nn.Embedding(cfg.vocab_size, cfg.embed_dim, padding_idx=0)
+        if embeddings is not None:
+            if embeddings.shape != (cfg.vocab_size, cfg.embed_dim):
+                raise ValueError(
+                    f"embedding matrix {embeddings.shape} does not match "
+                    f"vocab_size x embed_dim {(cfg.vocab_size, cfg.embed_dim)}"
+                )
+            with torch.no_grad():
+                self.embedding.weight.copy_(torch.as_tensor(np.array(embeddings, np.float32)))
+        # Frozen by default: 6,400 reviews are too few to move 300-d vectors of a large vocabulary.
+        self.embedding.weight.requires_grad_(not cfg.freeze_embeddings)
+        self.encoder = RecurrentEncoder(cfg)
+        directions = 2 if cfg.bidirectional else 1
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.head = nn.Linear(directions * cfg.hidden_size, 2)
+
+    def set_packed(self, packed: bool) -> None:
+        """Run nn.GRU layers on packed sequences (fast with cuDNN) or padded ones (fast on CPU)."""
+        for module in self.modules():
+            if isinstance(module, TorchGRU):
+                module.packed = packed
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """ids (B, T) right-padded, lengths (B,) ≥ 1 → log-probabilities (B, 2)."""
+        lengths = lengths.clamp(min=1)
+        outs = self.encoder(self.embedding(ids), lengths)  # D x (B, T, H)
+        features = torch.cat([_read_out(o, lengths, self.config.readout) for o in outs], -1)
+        return F.log_softmax(self.head(F.relu(self.dropout(features))), dim=-1)  # (B, 2)
+
+
+def build_model(cfg: ModelConfig, embeddings: np.ndarray | None = None) -> SentimentGRU:
+    """The classifier for `cfg`, with its embedding layer initialised from `embeddings`."""
+    return SentimentGRU(cfg, embeddings)
+
+
+def _make_cell(cfg: ModelConfig, size_in: int) -> nn.Module:
+    if cfg.variant in ("gru", "grub"):
+        return TorchGRU(size_in, cfg.hidden_size)
+    if cfg.variant == "gruh":
+        return HandGRU(size_in, cfg.hidden_size, reset_after=cfg.reset_after)
+    return PoorMansGRU(size_in, cfg.hidden_size)
+
+
+def _run(cell: nn.Module, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    return cell(x, lengths) if isinstance(cell, TorchGRU) else cell(x)
+
+
+def _unreverse(lengths: torch.Tensor):
+    return lambda out: reverse_within_length(out, lengths)
+
+
+def _read_out(out: torch.Tensor, lengths: torch.Tensor, readout: str) -> torch.Tensor:
+    """(B, T, H) states of one direction, in that direction's time order → (B, H).
+
+    `last` reads the state after the last real token: for the backward direction,
+    run over the reversed review, that is the state after its first word (SPEC.md).
+    """
+    B, T, _ = out.shape
+    if readout == "last":
+        return out[torch.arange(B, device=out.device), lengths.to(out.device) - 1]
+    valid = torch.arange(T, device=out.device).unsqueeze(0) < lengths.to(out.device).unsqueeze(1)
+    valid = valid.unsqueeze(-1)  # (B, T, 1)
+    if readout == "max":
+        return out.masked_fill(~valid, float("-inf")).amax(1)
+    return (out * valid).sum(1) / lengths.to(out.device, out.dtype).unsqueeze(1)
+
+
+def _init_uniform(module: nn.Module, hidden_size: int) -> None:
+    # nn.GRU's initialisation, so the hand-written cells start where the native one does.
+    bound = 1.0 / math.sqrt(hidden_size)
+    for p in module.parameters():
+        nn.init.uniform_(p, -bound, bound)

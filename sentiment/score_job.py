@@ -1,0 +1,369 @@
+"""`sentiment-jobs score`: Ray Data actors run the Scorer over Parquet files and commit the output.
+
+    checked input files ─► read tasks (row groups, exact row positions)
+        ─► map_batches(ScorerActor, ActorPoolStrategy, one GPU each when there are GPUs)
+        ─► write_parquet(<output>/_staging/<run>) ─► row counts verified ─► commit
+
+Reading goes through a small Datasource over the already-checked file list
+rather than `read_parquet`: it knows each row's file and position (for the
+generated id), reads row groups so memory stays flat, and never re-lists paths.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from sentiment.artifacts import resolve_model, versions
+from sentiment.commit import OutputDir, staged_name
+from sentiment.config import ScoreConfig, SentimentError, to_dict
+from sentiment.inputs import InputFile, check_inputs, unified_schema
+from sentiment.scoring import OUTPUT_COLUMNS, STATUSES, Scorer
+
+log = logging.getLogger(__name__)
+GENERATED_ID = "row_id"
+ROW_GROUPS_PER_TASK = 4
+
+
+@dataclass
+class ScoreSummary:
+    output: str
+    manifest: dict[str, Any]
+
+
+class ScorerActor:
+    """The Scorer as a Ray Data class UDF. Built from the model *path*, so a restarted
+    actor reloads it, and it reports which device it got."""
+
+    def __init__(
+        self,
+        model_dir: str,
+        text_column: str,
+        max_tokens: int,
+        batch_size: int,
+        threads: int,
+        registry=None,
+    ):
+        import os
+
+        import ray
+
+        self.scorer = Scorer(
+            model_dir,
+            text_column=text_column,
+            max_tokens=max_tokens,
+            batch_size=batch_size,
+            threads=threads,
+        )
+        if registry is not None:
+            info = {
+                "pid": os.getpid(),
+                "node": ray.get_runtime_context().get_node_id()[:12],
+                "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
+                "device": str(self.scorer.device),
+            }
+            ray.get(registry.add.remote(info))
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return self.scorer(batch)
+
+
+class _Registry:
+    """A tiny actor collecting what each scoring actor ran on, for the manifest."""
+
+    def __init__(self):
+        self.items: list[dict[str, Any]] = []
+
+    def add(self, info: dict[str, Any]) -> None:
+        self.items.append(info)
+
+    def get(self) -> list[dict[str, Any]]:
+        return self.items
+
+
+def make_datasource(files: list[InputFile], schema: pa.Schema, add_id: bool):
+    """A Ray Datasource yielding every row of `files` once, cast to `schema`."""
+    from ray.data.block import BlockMetadata
+    from ray.data.datasource import Datasource, ReadTask
+
+    out_schema = schema.append(pa.field(GENERATED_ID, pa.string())) if add_id else schema
+
+    def read(f: InputFile, groups: list[int]):
+        with f.fs.open_input_file(f.path) as handle:
+            pf = pq.ParquetFile(handle)
+            offset = sum(pf.metadata.row_group(g).num_rows for g in range(groups[0]))
+            for g in groups:
+                table = _conform(pf.read_row_group(g), schema)
+                if add_id:
+                    ids = [f"{f.uri}:{offset + i}" for i in range(table.num_rows)]
+                    table = table.append_column(GENERATED_ID, pa.array(ids, pa.string()))
+                offset += table.num_rows
+                yield table
+
+    class ReviewFiles(Datasource):
+        def estimate_inmemory_data_size(self) -> int:
+            return sum(f.size for f in files) * 3
+
+        def get_read_tasks(self, parallelism, per_task_row_limit=None, data_context=None):
+            tasks = []
+            for f in files:
+                for start in range(0, f.row_groups, ROW_GROUPS_PER_TASK):
+                    groups = list(range(start, min(start + ROW_GROUPS_PER_TASK, f.row_groups)))
+                    meta = BlockMetadata(
+                        num_rows=None, size_bytes=None, exec_stats=None, input_files=[f.uri]
+                    )
+                    tasks.append(ReadTask(lambda f=f, g=groups: read(f, g), meta, out_schema))
+            return tasks
+
+    return ReviewFiles()
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """A file's table in the unified column order and types; absent columns as nulls."""
+    columns = [
+        table.column(field.name).cast(field.type)
+        if field.name in table.column_names
+        else pa.nulls(table.num_rows, field.type)
+        for field in schema
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def plan_resources(cfg: ScoreConfig, cluster: dict[str, float]) -> dict[str, float]:
+    """Actors, GPUs and CPUs per actor, and torch threads per actor, for this cluster.
+
+    GPU cluster: one actor per GPU. CPU cluster: one single-threaded actor per core,
+    each reserving a fraction of a CPU so that the pool never takes every CPU and the
+    read and write tasks always get one (a full pool deadlocks them).
+    """
+    gpus = cfg.gpus_per_actor if cfg.gpus_per_actor >= 0 else (1.0 if cluster["GPU"] >= 1 else 0.0)
+    cpus = cluster["CPU"]
+    if gpus > 0:
+        actors = cfg.actors or max(1, int(cluster["GPU"] // gpus))
+        cpus_per_actor = cfg.cpus_per_actor or 1.0
+        threads = max(1, int(cpus_per_actor))
+    else:
+        actors = cfg.actors or max(1, int(cpus))
+        cpus_per_actor = cfg.cpus_per_actor or max(0.1, math.floor((cpus - 1) / actors * 10) / 10)
+        threads = 1
+    if actors * cpus_per_actor > cpus - 1 and cpus > 1 and not cfg.cpus_per_actor:
+        cpus_per_actor = max(0.1, (cpus - 1) / actors)
+    return {"actors": actors, "gpus": gpus, "cpus": cpus_per_actor, "threads": threads}
+
+
+def run_scoring(cfg: ScoreConfig) -> ScoreSummary:
+    """Score every input row exactly once and commit the output; needs a connected Ray."""
+    from sentiment.cluster import cluster_resources
+
+    started = time.time()
+    run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+    output = cfg.output or default_output(cfg.inputs[0])
+    model_dir = str(resolve_model(cfg.model, cfg.store))
+    out = OutputDir(output)
+    files, skipped = check_inputs(
+        list(cfg.inputs), cfg.text_column, cfg.id_column, cfg.on_bad_file, exclude=output
+    )
+    if not files and not skipped:
+        raise SentimentError(f"no Parquet files found in {', '.join(cfg.inputs)}")
+    out.prepare()
+    previous = out.committed_manifest() if cfg.incremental else None
+    todo, kept_inputs, kept_files = _incremental_plan(files, previous)
+    schema = unified_schema(todo) if todo else None
+    if schema is not None:
+        _check_output_names(schema, todo)
+    add_id = bool(schema is not None and not cfg.id_column and "review_id" not in schema.names)
+
+    rows_in = sum(f.rows for f in todo)
+    staged: list[str] = []
+    actors: list[dict[str, Any]] = []
+    plan = plan_resources(cfg, cluster_resources())
+    try:
+        if todo:
+            staged, actors = _run_pipeline(cfg, todo, schema, add_id, model_dir, out, run_id, plan)
+        counts = _verify(staged, rows_in, out, run_id)
+        manifest = _manifest(
+            cfg,
+            run_id,
+            model_dir,
+            started,
+            todo,
+            skipped,
+            staged,
+            counts,
+            kept_inputs,
+            kept_files,
+            previous,
+            actors,
+            plan,
+            output,
+        )
+        out.commit(run_id, staged, manifest)
+    except BaseException:
+        out.discard(run_id)
+        raise
+    return ScoreSummary(output=output, manifest=manifest)
+
+
+def default_output(first_input: str) -> str:
+    """Next to the input: `reviews.parquet` → `reviews.scored`, `dir/` → `dir.scored`."""
+    base = first_input.rstrip("/")
+    if any(c in base for c in "*?["):
+        base = base[: base.rfind("/")] if "/" in base else "input"
+    return (base[: -len(".parquet")] if base.endswith(".parquet") else base) + ".scored"
+
+
+def _run_pipeline(cfg, todo, schema, add_id, model_dir, out, run_id, plan):
+    import ray
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.max_errored_blocks = 0  # an unreadable block fails the run; it is never dropped
+    registry = ray.remote(num_cpus=0)(_Registry).remote()
+    ds = ray.data.read_datasource(make_datasource(todo, schema, add_id))
+    ds = ds.map_batches(
+        ScorerActor,
+        fn_constructor_kwargs={
+            "model_dir": model_dir,
+            "text_column": cfg.text_column,
+            "max_tokens": cfg.max_tokens,
+            "batch_size": cfg.model_batch_size,
+            "threads": plan["threads"],
+            "registry": registry,
+        },
+        batch_size=cfg.batch_size,
+        batch_format="pyarrow",
+        zero_copy_batch=True,
+        compute=ray.data.ActorPoolStrategy(size=plan["actors"]),
+        num_gpus=plan["gpus"],
+        num_cpus=plan["cpus"],
+    )
+    staging = out.staging(run_id)
+    ds.write_parquet(
+        staging,
+        filesystem=out.fs,
+        min_rows_per_file=min(cfg.rows_per_file, 50_000),
+        max_rows_per_file=cfg.rows_per_file,
+    )
+    actors = ray.get(registry.get.remote())
+    ray.kill(registry)
+    import pyarrow.fs as pafs
+
+    selector = pafs.FileSelector(staging, recursive=True, allow_not_found=True)
+    staged = sorted(
+        i.path
+        for i in out.fs.get_file_info(selector)
+        if i.type == pafs.FileType.File and i.path.endswith(".parquet")
+    )
+    return staged, actors
+
+
+def _verify(staged: list[str], rows_in: int, out: OutputDir, run_id: str) -> dict[str, int]:
+    """Rows out must equal rows in; per-status counts from the written files."""
+    counts = dict.fromkeys(STATUSES, 0)
+    rows_out = 0
+    for path in staged:
+        with out.fs.open_input_file(path) as f:
+            column = pq.read_table(f, columns=["score_status"]).column(0)
+        rows_out += len(column)
+        for item in pc.value_counts(column).to_pylist():
+            counts[item["values"]] = counts.get(item["values"], 0) + item["counts"]
+    if rows_out != rows_in:
+        raise SentimentError(
+            f"run {run_id} wrote {rows_out} rows for {rows_in} input rows; not committed"
+        )
+    return {"rows_in": rows_in, "rows_out": rows_out, **{k: v for k, v in counts.items()}}
+
+
+def _incremental_plan(files: list[InputFile], previous: dict[str, Any] | None):
+    """Files still to score, and the inputs/data files kept from the committed output."""
+    if previous is None:
+        return files, [], []
+    done = {i["path"]: i for i in previous["inputs"]}
+    for f in files:
+        if f.uri in done and done[f.uri]["size"] != f.size:
+            raise SentimentError(
+                f"{f.uri}: changed since run {done[f.uri]['run_id']} scored it "
+                f"({done[f.uri]['size']} -> {f.size} bytes); re-run without --incremental"
+            )
+    todo = [f for f in files if f.uri not in done]
+    return todo, previous["inputs"], previous["files"]
+
+
+def _check_output_names(schema: pa.Schema, files: list[InputFile]) -> None:
+    clash = [c for c in (*OUTPUT_COLUMNS, GENERATED_ID) if c in schema.names and c != GENERATED_ID]
+    if clash:
+        raise SentimentError(
+            f"input already has column(s) {', '.join(clash)} that scoring adds "
+            f"(e.g. {files[0].uri}); rename them or select other columns first"
+        )
+
+
+def _manifest(
+    cfg,
+    run_id,
+    model_dir,
+    started,
+    todo,
+    skipped,
+    staged,
+    counts,
+    kept_inputs,
+    kept_files,
+    previous,
+    actors,
+    plan,
+    output,
+) -> dict[str, Any]:
+    finished = time.time()
+    model_id = _model_id(model_dir)
+    new_files = []
+    for i, path in enumerate(staged):
+        with OutputDir(output).fs.open_input_file(path) as f:
+            rows = pq.ParquetFile(f).metadata.num_rows
+        new_files.append({"name": staged_name(run_id, i), "rows": rows, "run_id": run_id})
+    inputs = list(kept_inputs) + [
+        {"path": f.uri, "size": f.size, "rows": f.rows, "run_id": run_id} for f in todo
+    ]
+    files = list(kept_files) + new_files
+    totals = dict((previous or {}).get("totals", {})) if kept_files else {}
+    for k, v in counts.items():
+        totals[k] = totals.get(k, 0) + v
+    seconds = finished - started
+    return {
+        "run_id": run_id,
+        "mode": "incremental" if cfg.incremental else "full",
+        "model_id": model_id,
+        "model_dir": model_dir,
+        "started_at": _iso(started),
+        "finished_at": _iso(finished),
+        "seconds": round(seconds, 3),
+        "rows_per_s": round(counts["rows_in"] / seconds, 1) if seconds else None,
+        "this_run": {**counts, "inputs": [f.uri for f in todo]},
+        "totals": totals,
+        "inputs": inputs,
+        "skipped": skipped,
+        "files": files,
+        "actors": actors,
+        "resources": plan,
+        "settings": to_dict(cfg),
+        "versions": versions(),
+    }
+
+
+def _model_id(model_dir: str) -> str:
+    import json
+    from pathlib import Path
+
+    return json.loads((Path(model_dir) / "config.json").read_text())["model_id"]
+
+
+def _iso(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))

@@ -1,0 +1,295 @@
+"""The Ray Train loop around the plain-torch steps, and the whole training run.
+
+`run_training` builds the embeddings on the driver, trains data-parallel with
+`TorchTrainer` (one checkpoint per epoch, resumable under the same run name),
+then turns the last checkpoint into a model directory in the store.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sentiment import artifacts
+from sentiment.config import SentimentError, TrainConfig, from_dict, to_dict
+from sentiment.datasets import read_prepared
+from sentiment.evaluation import plot_confusion, plot_loss_curves, summarize
+from sentiment.models import build_model
+from sentiment.text import Vocabulary
+from sentiment.training import (
+    EncodedSplit,
+    encode_split,
+    hash_fraction,
+    length_batches,
+    predict,
+    train_epoch,
+)
+
+log = logging.getLogger(__name__)
+STATE, OPTIMIZER = "state.json", "optimizer.pt"
+EVAL_BATCH = 256
+
+
+@dataclass
+class TrainResult:
+    model_id: str
+    model_dir: str
+    metrics: dict[str, Any]
+
+
+def load_splits(cfg: TrainConfig, vocab: Vocabulary) -> dict[str, EncodedSplit]:
+    """train (minus the validation carve), val (if val_fraction > 0) and test (if present)."""
+    table = read_prepared(cfg.data, columns=["review_id", "text", "label", "category", "split"])
+    rows = table.to_pydict()
+    parts: dict[str, list[int]] = {"train": [], "val": [], "test": []}
+    for i, (rid, split) in enumerate(zip(rows["review_id"], rows["split"], strict=True)):
+        if split == "train" and hash_fraction(f"val:{rid}") < cfg.val_fraction:
+            split = "val"  # salted: independent of the hashed train/test split of `prepare`
+        if split in parts:
+            parts[split].append(i)
+    return {
+        name: encode_split(
+            [rows["text"][i] for i in idx],
+            [rows["label"][i] for i in idx],
+            [rows["category"][i] for i in idx],
+            vocab,
+            cfg.text.max_tokens,
+        )
+        for name, idx in parts.items()
+        if idx
+    }
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    """Runs on every Ray Train worker: shard, train, evaluate, checkpoint each epoch."""
+    import ray.train
+    import ray.train.torch
+
+    cfg = from_dict(TrainConfig, loop_config["train"])
+    vocab = Vocabulary(loop_config["vocab"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    # Ray starts workers with OMP_NUM_THREADS = their CPUs; say it on purpose.
+    torch.set_num_threads(cfg.threads_per_worker or max(1, int(cfg.cpus_per_worker)))
+    torch.manual_seed(cfg.seed)
+    device = ray.train.torch.get_device()
+
+    splits = load_splits(cfg, vocab)
+    if "train" not in splits:
+        raise SentimentError(f"{cfg.data}: no training reviews")
+    model = build_model(cfg.model, loop_config["matrix"]).to(device)
+    model.set_packed(device.type == "cuda")  # cuDNN packs fast; padded is faster on CPU
+    optimizer = torch.optim.Adam(
+        [p for p in model.parameters() if p.requires_grad], lr=cfg.lr, betas=(0.9, 0.999)
+    )
+    start_epoch, history = _restore(ray.train.get_checkpoint(), model, optimizer, device)
+    ddp_model = ray.train.torch.prepare_model(model, move_to_device=False)
+
+    for epoch in range(start_epoch, cfg.epochs):
+        batches = length_batches(
+            splits["train"].lengths,
+            cfg.batch_size,
+            shuffle=True,
+            seed=cfg.seed,
+            epoch=epoch,
+            rank=rank,
+            world_size=world,
+        )
+        stats = train_epoch(ddp_model, splits["train"], batches, optimizer, device, cfg.grad_clip)
+        record: dict[str, Any] = {"epoch": epoch + 1, "train": _all_reduce_stats(stats, world)}
+        final = epoch + 1 == cfg.epochs
+        for name in ("val", "test") + (("train",) if final else ()):
+            if name in splits:
+                metrics = _evaluate_sharded(model, splits[name], device, rank, world)
+                key = "train_eval" if name == "train" else name
+                record[key] = {**metrics, "loss": metrics["cross_entropy"]}
+        history.append(record)
+        log.info(_progress_line(record, cfg.epochs))
+        report = _flat_metrics(record)
+        if rank == 0:
+            with tempfile.TemporaryDirectory() as tmp:
+                _save_checkpoint(Path(tmp), model, vocab, optimizer, history, loop_config)
+                ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+        else:
+            ray.train.report(report, checkpoint=None)
+
+
+def run_training(cfg: TrainConfig) -> TrainResult:
+    """Embeddings on the driver, Ray Train on the workers, a model directory in the store.
+
+    Needs a connected Ray (`sentiment.cluster.init_ray`).
+    """
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from sentiment.embeddings import build_embeddings
+
+    started = time.time()
+    train_texts = read_prepared(cfg.data, columns=["text", "split"], split="train")["text"]
+    if len(train_texts) == 0:
+        raise SentimentError(f"{cfg.data}: the dataset has no train split to train on")
+    embeddings = build_embeddings(cfg.embeddings, train_texts.to_pylist())
+    model_cfg = dataclasses.replace(
+        cfg.model, vocab_size=len(embeddings.vocab), embed_dim=int(embeddings.matrix.shape[1])
+    )
+    cfg = dataclasses.replace(cfg, model=model_cfg, name=cfg.name or _default_name(cfg))
+    log.info("embeddings: %s", json.dumps(embeddings.meta))
+
+    resources = {"CPU": cfg.cpus_per_worker}
+    if cfg.use_gpu:
+        resources["GPU"] = cfg.gpus_per_worker
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "train": to_dict(cfg),
+            "vocab": embeddings.vocab.words,
+            "matrix": embeddings.matrix,
+            "embeddings": embeddings.meta,
+        },
+        scaling_config=ScalingConfig(
+            num_workers=cfg.workers, use_gpu=cfg.use_gpu, resources_per_worker=resources
+        ),
+        run_config=RunConfig(
+            name=cfg.name,
+            storage_path=cfg.storage_path,
+            failure_config=FailureConfig(max_failures=cfg.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+        ),
+    )
+    result = trainer.fit()
+    if result.error is not None:
+        raise result.error
+    if result.checkpoint is None:
+        raise SentimentError(f"training run {cfg.name} produced no checkpoint")
+    with result.checkpoint.as_directory() as ckpt:
+        return _publish(Path(ckpt), cfg, embeddings.meta, time.time() - started)
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def _publish(ckpt: Path, cfg: TrainConfig, emb_meta: dict, seconds: float) -> TrainResult:
+    state = json.loads((ckpt / STATE).read_text())
+    vocab = Vocabulary.from_text((ckpt / artifacts.VOCAB).read_text(encoding="utf-8"))
+    model = build_model(cfg.model)
+    from safetensors.torch import load_file
+
+    model.load_state_dict(load_file(str(ckpt / artifacts.WEIGHTS)))
+    history = state["history"]
+    last = history[-1]
+    train_seconds = sum(h["train"]["seconds"] for h in history)
+    n_seen = sum(h["train"]["n"] for h in history)
+    metrics = {
+        "model": cfg.model.variant,
+        "seconds": seconds,
+        "train_seconds": train_seconds,
+        "train_reviews_per_s": n_seen / train_seconds if train_seconds else None,
+        "epochs": len(history),
+        "train": last.get("train_eval"),
+        "val": last.get("val"),
+        "test": last.get("test"),
+        "history": history,
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "model"
+        extra = {
+            "embeddings": emb_meta,
+            "training": {k: v for k, v in to_dict(cfg).items() if k not in ("model", "text")},
+        }
+        model_id = artifacts.write_model_dir(out, model, vocab, cfg.text, extra)
+        metrics["model_id"] = model_id
+        artifacts._write_json(out / artifacts.METRICS, metrics)
+        plot_loss_curves(history, out / "loss_curve.png")
+        if metrics["test"]:
+            plot_confusion(metrics["test"]["confusion"], out / "confusion_test.png", "test")
+        target = artifacts.publish(out, cfg.store, model_id)
+    return TrainResult(model_id=model_id, model_dir=target, metrics=metrics)
+
+
+def _save_checkpoint(directory, model, vocab, optimizer, history, loop_config) -> None:
+    artifacts.write_weights(directory, model, vocab)
+    torch.save(optimizer.state_dict(), directory / OPTIMIZER)
+    state = {"epoch": history[-1]["epoch"], "history": history, "train": loop_config["train"]}
+    (directory / STATE).write_text(json.dumps(state))
+
+
+def _restore(checkpoint, model, optimizer, device) -> tuple[int, list[dict[str, Any]]]:
+    """Resume from the latest checkpoint: weights, optimizer state, epoch, history."""
+    if checkpoint is None:
+        return 0, []
+    from safetensors.torch import load_file
+
+    with checkpoint.as_directory() as d:
+        d = Path(d)
+        model.load_state_dict(load_file(str(d / artifacts.WEIGHTS), device=str(device)))
+        optimizer.load_state_dict(torch.load(d / OPTIMIZER, map_location=device, weights_only=True))
+        state = json.loads((d / STATE).read_text())
+    log.info("resuming after epoch %d from %s", state["epoch"], checkpoint.path)
+    return state["epoch"], state["history"]
+
+
+def _all_reduce_stats(stats: dict[str, float], world: int) -> dict[str, float]:
+    """Combine per-worker epoch stats into whole-epoch figures."""
+    if world == 1:
+        return stats
+    import torch.distributed as dist
+
+    n = stats["n"]
+    t = torch.tensor(
+        [stats["loss"] * n, stats["accuracy"] * n, n, stats["seconds"]], dtype=torch.float64
+    )
+    dist.all_reduce(t)
+    seconds = float(t[3]) / world
+    return {
+        "loss": float(t[0] / t[2]),
+        "accuracy": float(t[1] / t[2]),
+        "n": int(t[2]),
+        "seconds": seconds,
+        "reviews_per_s": float(t[2]) / seconds if seconds else 0.0,
+    }
+
+
+def _evaluate_sharded(model, split: EncodedSplit, device, rank: int, world: int) -> dict[str, Any]:
+    """Each worker predicts its share; the shares are summed so every worker has all of them."""
+    batches = length_batches(split.lengths, EVAL_BATCH, shuffle=False, rank=rank, world_size=world)
+    log_probs = predict(model, split, batches, device)
+    if world > 1:
+        import torch.distributed as dist
+
+        t = torch.from_numpy(log_probs)
+        dist.all_reduce(t)
+        log_probs = t.numpy()
+    return summarize(split.labels, log_probs, split.categories, split.scored)
+
+
+def _flat_metrics(record: dict[str, Any]) -> dict[str, float]:
+    out: dict[str, float] = {"epoch": record["epoch"]}
+    for split, m in record.items():
+        if isinstance(m, dict):
+            for key in ("loss", "accuracy", "reviews_per_s"):
+                if key in m:
+                    out[f"{split}_{key}"] = float(m[key])
+    return out
+
+
+def _progress_line(record: dict[str, Any], epochs: int) -> str:
+    parts = [f"epoch {record['epoch']}/{epochs}"]
+    for split in ("train", "val", "test"):
+        if split in record:
+            m = record[split]
+            parts.append(f"{split} loss {m['loss']:.4f} acc {100 * m['accuracy']:.2f}%")
+    parts.append(f"{record['train']['reviews_per_s']:.0f} reviews/s")
+    return " | ".join(parts)
+
+
+def _default_name(cfg: TrainConfig) -> str:
+    return f"{cfg.model.variant}-{time.strftime('%Y%m%d-%H%M%S')}-{np.random.randint(1 << 16):04x}"
