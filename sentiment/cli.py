@@ -10,9 +10,13 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
+from sentiment import datasets
 from sentiment.config import SentimentError
 
 app = typer.Typer(
@@ -44,7 +48,497 @@ def user_errors() -> Iterator[None]:
         raise typer.Exit(code=1) from None
 
 
+# Options shared by `train`, `score` and `jobs ...` (defined in the Ray jobs section below).
+AddressOption = Annotated[
+    str,
+    typer.Option(
+        envvar="RAY_ADDRESS",
+        help="Ray dashboard address (http://<head>:8265): run as a Ray job there. Empty or "
+        "'local': run on a Ray started in-process. Paths must be reachable from the cluster.",
+    ),
+]
+WaitOption = Annotated[
+    bool,
+    typer.Option(help="With --address: follow the job's logs and exit with its outcome."),
+]
+PythonOption = Annotated[
+    str,
+    typer.Option(
+        envvar="SENTIMENT_JOBS_PYTHON",
+        help="With --address: the cluster's Python (default: the one it runs Ray with).",
+    ),
+]
+
+
 # --- commands are added below, one section each -------------------------------------
+
+
+# --- prepare ---------------------------------------------------------------------------
+
+
+class SourceFormat(str, Enum):
+    auto = "auto"
+    amazon = "amazon"
+    dlstudio = "dlstudio"
+    fasttext = "fasttext"
+    parquet = "parquet"
+    csv = "csv"
+    jsonl = "jsonl"
+
+
+class SplitName(str, Enum):
+    train = "train"
+    test = "test"
+
+
+@app.command()
+def prepare(
+    sources: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Review sources: an Amazon dataset root, category folder or .review file; a "
+            "DLStudio sentiment_dataset_*.tar.gz; a fastText file; Parquet (file or folder), "
+            "CSV or JSONL.",
+            show_default=False,
+        ),
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Dataset directory to write.", show_default=False)
+    ],
+    fmt: Annotated[
+        SourceFormat, typer.Option("--format", help="Source format; auto: from each path.")
+    ] = SourceFormat.auto,
+    text_column: Annotated[str, typer.Option(help="Table sources: the text column.")] = "text",
+    label_column: Annotated[
+        str, typer.Option(help="Table sources: the label column (0/1, pos/neg).")
+    ] = "label",
+    id_column: Annotated[
+        str | None, typer.Option(help="Table sources: a unique id column (default: file/row).")
+    ] = None,
+    category_column: Annotated[
+        str | None, typer.Option(help="Table sources: a category column (default: file name).")
+    ] = None,
+    split_column: Annotated[
+        str | None, typer.Option(help="Table sources: a train/test column (default: by id hash).")
+    ] = None,
+    rating_column: Annotated[
+        str | None, typer.Option(help="Table sources: a star-rating column.")
+    ] = None,
+    split: Annotated[
+        SplitName | None,
+        typer.Option(help="Put every row in this split (e.g. a DLStudio file named neither way)."),
+    ] = None,
+    test_fraction: Annotated[
+        float, typer.Option(help="Share of test rows for sources without a split (by id hash).")
+    ] = 0.2,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing dataset at --output.")
+    ] = False,
+) -> None:
+    """Read review sources into one canonical Parquet dataset with a train/test split."""
+    columns = datasets.Columns(
+        text=text_column,
+        label=label_column,
+        id=id_column,
+        category=category_column,
+        split=split_column,
+        rating=rating_column,
+    )
+    with user_errors():
+        report = datasets.prepare(
+            sources,
+            output,
+            fmt=fmt.value,
+            columns=columns,
+            split=split.value if split else None,
+            test_fraction=test_fraction,
+            overwrite=overwrite,
+        )
+    _echo_prepare_report(report)
+
+
+def _echo_prepare_report(report: datasets.PrepareReport) -> None:
+    width = max(len("category"), *(len(g.category) for g in report.groups))
+
+    def row(split: str, category: str, *counts: int | str) -> None:
+        cells = "".join(f"  {c:>8,}" if isinstance(c, int) else f"  {c:>8}" for c in counts)
+        typer.echo(f"{split:<5}  {category:<{width}}{cells}")
+
+    row("split", "category", "rows", "positive", "negative")
+    for g in report.groups:
+        row(g.split, g.category, g.n, g.n_positive, g.n_negative)
+    for split in ("train", "test"):
+        groups = [g for g in report.groups if g.split == split]
+        pos, neg = sum(g.n_positive for g in groups), sum(g.n_negative for g in groups)
+        row(split, "(all)", pos + neg, pos, neg)
+    if report.dropped_empty:
+        examples = ", ".join(report.dropped_examples)
+        typer.echo(f"left out {report.dropped_empty:,} reviews with empty text ({examples}, ...)")
+    typer.echo(f"wrote {report.rows:,} reviews to {report.output}")
+
+
+# --- embeddings ------------------------------------------------------------------------
+
+
+class VectorsFormat(str, Enum):
+    auto = "auto"
+    word2vec_binary = "word2vec-binary"
+    word2vec_text = "word2vec-text"
+    glove = "glove"
+    keyedvectors = "keyedvectors"
+    saved = "saved"
+
+
+@app.command()
+def embeddings(
+    data: Annotated[
+        Path,
+        typer.Option(
+            help="Prepared dataset: a directory of Parquet files (text, split).", show_default=False
+        ),
+    ],
+    output: Annotated[
+        Path,
+        typer.Option(
+            help="Directory for vectors.npy, vocab.txt and embeddings.json.", show_default=False
+        ),
+    ],
+    source: Annotated[
+        str,
+        typer.Option(
+            help="'train': train word2vec on the train split; or a path to pretrained vectors "
+            "(word2vec .bin/.txt/.vec, GloVe .txt, gensim KeyedVectors, a saved embeddings dir)."
+        ),
+    ] = "train",
+    fmt: Annotated[
+        VectorsFormat,
+        typer.Option(
+            "--format",
+            help="Format of --source; auto: from the name and first line. keyedvectors (gensim "
+            ".kv/.model) is a pickle that can run code when loaded: never guessed, only for "
+            "files you trust.",
+        ),
+    ] = VectorsFormat.auto,
+    dim: Annotated[
+        int, typer.Option(min=1, help="Train: vector size (pretrained files keep their own).")
+    ] = 300,
+    min_count: Annotated[int, typer.Option(min=1, help="Train: drop rarer words.")] = 2,
+    window: Annotated[int, typer.Option(min=1, help="Train: context window.")] = 5,
+    epochs: Annotated[int, typer.Option(min=1, help="Train: passes over the texts.")] = 10,
+    seed: Annotated[int, typer.Option(help="Train: random seed.")] = 0,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Train: threads; only 1 is reproducible run to run.")
+    ] = 1,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Pretrained: keep the first N vectors of the file.")
+    ] = None,
+) -> None:
+    """Train word2vec on a dataset's train split, or load pretrained vectors; save them."""
+    from sentiment.config import EmbeddingConfig
+    from sentiment.embeddings import build_embeddings, read_texts, save_embeddings
+
+    with user_errors():
+        config = EmbeddingConfig(
+            source=source,
+            format=fmt.value,
+            dim=dim,
+            min_count=min_count,
+            window=window,
+            epochs=epochs,
+            seed=seed,
+            workers=workers,
+            limit=limit,
+        )
+        emb = build_embeddings(config, read_texts(data, "train"))
+        out = save_embeddings(emb, output)
+    meta = emb.meta
+    typer.echo(f"vocabulary: {len(emb.vocab):,} words (incl. <pad>, <unk>), dim {emb.dim}")
+    typer.echo(f"coverage of training tokens: {meta['coverage']:.2%} of {meta['n_train_tokens']:,}")
+    typer.echo(f"deterministic: {'yes' if meta['deterministic'] else 'no'}")
+    typer.echo(f"seconds: {meta['seconds']:.1f}")
+    typer.echo(f"output: {out}")
+
+
+# --- train -----------------------------------------------------------------------------
+
+
+class Variant(str, Enum):
+    gru = "gru"
+    grub = "grub"
+    gruh = "gruh"
+    pmgru = "pmgru"
+
+
+class Readout(str, Enum):
+    last = "last"
+    max = "max"
+    mean = "mean"
+
+
+@app.command()
+def train(
+    data: Annotated[str, typer.Option(help="Prepared dataset (directory or URI) from `prepare`.")],
+    model: Annotated[Variant, typer.Option(help="GRU variant (SPEC.md).")] = Variant.gru,
+    epochs: Annotated[int, typer.Option(help="Passes over the training split.")] = 6,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 2e-3,
+    batch_size: Annotated[int, typer.Option(help="Reviews per step, length-bucketed.")] = 32,
+    hidden_size: Annotated[int, typer.Option(help="GRU state size.")] = 100,
+    layers: Annotated[int, typer.Option(help="Stacked recurrent layers.")] = 1,
+    dropout: Annotated[float, typer.Option(help="Dropout between layers and before the head.")] = 0.0,
+    bidirectional: Annotated[bool, typer.Option(help="Also read right to left (always on for grub).")] = False,
+    readout: Annotated[Readout, typer.Option(help="State the classifier reads: last real token, or max/mean over time.")] = Readout.max,
+    trainable_embeddings: Annotated[bool, typer.Option(help="Fine-tune the word vectors (frozen by default).")] = False,
+    reset_after: Annotated[bool, typer.Option(help="gruh: reset gate after U_h h, as nn.GRU.")] = False,
+    max_tokens: Annotated[int, typer.Option(help="Known tokens kept per review (head).")] = 400,
+    val_fraction: Annotated[float, typer.Option(help="Part of the train split held out for validation.")] = 0.0,
+    seed: Annotated[int, typer.Option(help="Seed for weights, shuffling and word2vec.")] = 0,
+    embeddings: Annotated[str, typer.Option(help="'train' (word2vec on the train split), or pretrained vectors / a saved embeddings dir.")] = "train",
+    embeddings_format: Annotated[str, typer.Option(help="auto|word2vec-binary|word2vec-text|glove|keyedvectors|saved ('keyedvectors' unpickles: trusted files only).")] = "auto",
+    w2v_epochs: Annotated[int, typer.Option(help="word2vec epochs when training vectors.")] = 10,
+    w2v_workers: Annotated[int, typer.Option(help="word2vec threads; 1 is reproducible.")] = 1,
+    min_count: Annotated[int, typer.Option(help="word2vec: ignore rarer words.")] = 2,
+    limit: Annotated[int, typer.Option(help="Pretrained: keep at most this many vectors (0: all).")] = 0,
+    workers: Annotated[int, typer.Option(help="Ray Train workers (data-parallel).")] = 1,
+    use_gpu: Annotated[bool, typer.Option(help="One GPU per worker.")] = False,
+    gpus_per_worker: Annotated[float, typer.Option(help="GPUs per worker with --use-gpu.")] = 1.0,
+    cpus_per_worker: Annotated[float, typer.Option(help="CPUs reserved per worker.")] = 1.0,
+    threads: Annotated[int, typer.Option(help="torch threads per worker (0: one per CPU reserved).")] = 0,
+    max_failures: Annotated[int, typer.Option(help="Worker failures to recover from (from the last checkpoint).")] = 0,
+    store: Annotated[str, typer.Option(envvar="SENTIMENT_STORE", help="Model store (dir or URI); default $SENTIMENT_JOBS_HOME/models.")] = "",
+    storage_path: Annotated[str, typer.Option(help="Ray Train run storage (dir or URI); default $SENTIMENT_JOBS_HOME/train.")] = "",
+    name: Annotated[str, typer.Option(help="Run name; the same name resumes an interrupted run.")] = "",
+    dim: Annotated[int, typer.Option(min=1, help="word2vec size when training vectors.")] = 300,
+    address: AddressOption = "",
+    wait: WaitOption = True,
+    python: PythonOption = "",
+) -> None:
+    """Train a GRU classifier with Ray Train and publish it to the model store."""
+    from sentiment.cluster import init_ray
+    from sentiment.config import EmbeddingConfig, ModelConfig, TextConfig, TrainConfig
+    from sentiment.evaluation import category_table, results_table
+    from sentiment.trainer import run_training
+
+    with user_errors():
+        cfg = TrainConfig(
+            data=data,
+            model=ModelConfig(
+                variant=model.value, hidden_size=hidden_size, layers=layers,
+                bidirectional=bidirectional, dropout=dropout, readout=readout.value,
+                freeze_embeddings=not trainable_embeddings, reset_after=reset_after,
+            ),
+            text=TextConfig(max_tokens=max_tokens),
+            embeddings=EmbeddingConfig(
+                source=embeddings, format=embeddings_format, epochs=w2v_epochs,
+                workers=w2v_workers, min_count=min_count, seed=seed, limit=limit or None, dim=dim,
+            ),
+            epochs=epochs, lr=lr, batch_size=batch_size, val_fraction=val_fraction, seed=seed,
+            workers=workers, use_gpu=use_gpu, gpus_per_worker=gpus_per_worker,
+            cpus_per_worker=cpus_per_worker, threads_per_worker=threads,
+            max_failures=max_failures, store=store, storage_path=storage_path, name=name,
+        )
+    if _submitting(address):
+        _submit_job("train", cfg, address, wait, python)
+        return
+    with user_errors():
+        init_ray()
+        result = run_training(cfg)
+    m = result.metrics
+    typer.echo("\n" + results_table([m]))
+    if m.get("test"):
+        typer.echo("\ntest accuracy per category:\n" + category_table(m["test"]))
+    typer.echo(f"\nmodel {result.model_id} -> {result.model_dir}")
+
+
+# --- evaluate --------------------------------------------------------------------------
+
+
+@app.command()
+def evaluate(
+    model: Annotated[list[str], typer.Option(help="Model directory (repeat for several), or 'latest'.")],
+    data: Annotated[str, typer.Option(help="Prepared dataset to evaluate on.")],
+    split: Annotated[list[str], typer.Option(help="Splits to evaluate (repeatable).")] = ["train", "test"],  # noqa: B006
+    store: Annotated[str, typer.Option(envvar="SENTIMENT_STORE", help="Model store for 'latest'.")] = "",
+    output: Annotated[Path | None, typer.Option(help="Write the metrics (JSON) and confusion PNGs here.")] = None,
+) -> None:
+    """Recompute accuracy, cross-entropy, confusion and per-category accuracy of trained models."""
+    from sentiment.evaluation import category_table, results_table
+    from sentiment.training import evaluate_models
+
+    with user_errors():
+        rows = evaluate_models(model, data, split, store=store, output=output)
+    typer.echo(results_table(rows))
+    for row in rows:
+        for name in split:
+            if row.get(name, {}).get("per_category"):
+                typer.echo(f"\n{row['model']} {name} accuracy per category:\n" + category_table(row[name]))
+
+
+# --- score -----------------------------------------------------------------------------
+
+
+class BadFilePolicy(str, Enum):
+    fail = "fail"
+    skip = "skip"
+
+
+@app.command()
+def score(
+    inputs: Annotated[list[str], typer.Argument(help="Parquet files, directories, globs or URIs.")],
+    model: Annotated[str, typer.Option(help="Model directory or URI, or 'latest' in the store.")] = "latest",
+    output: Annotated[str, typer.Option(help="Output directory (default: next to the first input, <name>.scored).")] = "",
+    text_column: Annotated[str, typer.Option(help="Column holding the review text.")] = "text",
+    id_column: Annotated[str, typer.Option(help="Column identifying rows (default: review_id if present, else a row_id is added from file and row).")] = "",
+    batch_size: Annotated[int, typer.Option(help="Rows per Ray Data batch.")] = 1024,
+    model_batch_size: Annotated[int, typer.Option(help="Reviews per forward pass.")] = 128,
+    actors: Annotated[int, typer.Option(help="Scoring actors (0: one per GPU, or one per CPU core).")] = 0,
+    gpus_per_actor: Annotated[float, typer.Option(help="GPUs per actor (-1: 1 when the cluster has GPUs, else 0).")] = -1.0,
+    cpus_per_actor: Annotated[float, typer.Option(help="CPUs reserved per actor (0: leave one CPU to read/write).")] = 0.0,
+    max_tokens: Annotated[int, typer.Option(help="Known tokens read per review; longer ones are truncated and marked (0: the model's setting, 400 by default).")] = 0,
+    incremental: Annotated[bool, typer.Option(help="Only score input files the committed manifest does not list.")] = False,
+    on_bad_file: Annotated[BadFilePolicy, typer.Option(help="fail: stop on a bad input file; skip: record it in the manifest.")] = BadFilePolicy.fail,
+    store: Annotated[str, typer.Option(envvar="SENTIMENT_STORE", help="Model store for 'latest'.")] = "",
+    address: AddressOption = "",
+    wait: WaitOption = True,
+    python: PythonOption = "",
+) -> None:
+    """Score Parquet reviews with Ray Data and commit predictions to Parquet (safe to re-run)."""
+    from sentiment.cluster import init_ray
+    from sentiment.config import ScoreConfig
+    from sentiment.score_job import run_scoring
+
+    with user_errors():
+        cfg = ScoreConfig(
+            inputs=tuple(inputs), output=output, model=model, store=store,
+            text_column=text_column, id_column=id_column, batch_size=batch_size,
+            model_batch_size=model_batch_size, actors=actors, gpus_per_actor=gpus_per_actor,
+            cpus_per_actor=cpus_per_actor, max_tokens=max_tokens, incremental=incremental,
+            on_bad_file=on_bad_file.value,
+        )
+    if _submitting(address):
+        _submit_job("score", cfg, address, wait, python)
+        return
+    with user_errors():
+        init_ray()
+        summary = run_scoring(cfg)
+    _echo_score_summary(summary.output, summary.manifest)
+
+
+def _echo_score_summary(output: str, manifest: dict) -> None:
+    run = manifest["this_run"]
+    typer.echo(f"run {manifest['run_id']} ({manifest['mode']}) model {manifest['model_id']}")
+    typer.echo(f"rows in {run['rows_in']}  rows out {run['rows_out']}  in {manifest['seconds']:.1f} s "
+               f"({manifest['rows_per_s'] or 0:.0f} rows/s)")
+    statuses = "  ".join(f"{k} {v}" for k, v in run.items() if k not in ("rows_in", "rows_out", "inputs") and v)
+    typer.echo(f"status: {statuses or 'no rows'}")
+    for s in manifest["skipped"]:
+        typer.echo(f"skipped {s['path']}: {s['reason']}")
+    typer.echo(f"output {output} ({len(manifest['files'])} files, {manifest['totals'].get('rows_out', 0)} rows)")
+
+
+# --- Ray jobs: train/score --address, and `jobs list|status|logs|stop` --------------------
+
+
+def _submitting(address: str) -> bool:
+    """Submit a Ray job? Not without an address, nor from inside a Ray job (RAY_ADDRESS is
+    set there for the driver: the command runs on that job's cluster instead)."""
+    from sentiment.submit import inside_ray_job
+
+    if address in ("", "local"):
+        return False
+    if inside_ray_job():
+        logging.getLogger(__name__).info("inside a Ray job: running here, not submitting")
+        return False
+    return True
+
+
+def _submit_job(kind: str, cfg: object, address: str, wait: bool, python: str) -> None:
+    from sentiment import submit
+
+    with user_errors():
+        cluster = submit.connect(address)
+        job_id = submit.submit(cluster, kind, cfg, python)
+    typer.echo(f"submitted {job_id} to {cluster.address}", err=True)
+    if not wait:
+        typer.echo(job_id)
+        return
+    try:
+        with user_errors():
+            state = submit.follow(cluster, job_id, lambda text: typer.echo(text, nl=False))
+            failed = state.status != "SUCCEEDED"
+            reason = submit.failure_reason(cluster, state) if failed else ""
+    except KeyboardInterrupt:
+        typer.echo(f"\n{job_id} still runs; stop it: sentiment-jobs jobs stop {job_id}", err=True)
+        raise typer.Exit(code=130) from None
+    if failed:
+        typer.secho(f"error: job {job_id} {state.status.lower()}: {reason}", err=True, fg="red")
+        raise typer.Exit(code=1)
+    typer.echo(f"job {job_id} succeeded", err=True)
+
+
+jobs_app = typer.Typer(help="List, inspect, follow and stop Ray jobs.", no_args_is_help=True)
+app.add_typer(jobs_app, name="jobs")
+JobId = Annotated[str, typer.Argument(help="Submission id (sentiment-<kind>-...).")]
+
+
+def _cluster(address: str):
+    from sentiment import submit
+
+    if address in ("", "local"):
+        raise SentimentError("no Ray cluster given: use --address or set RAY_ADDRESS")
+    return submit.connect(address)
+
+
+@jobs_app.command("list")
+def jobs_list(address: AddressOption = "") -> None:
+    """Submitted jobs, oldest first: id, status, start time, entrypoint."""
+    import time
+
+    from sentiment import submit
+
+    with user_errors():
+        states = submit.list_jobs(_cluster(address))
+    if not states:
+        typer.echo("no jobs")
+    for s in states:
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s.start_time or 0))
+        typer.echo(f"{s.job_id}  {s.status:<9}  {started}  {s.entrypoint[:80]}")
+
+
+@jobs_app.command("status")
+def jobs_status(job_id: JobId, address: AddressOption = "") -> None:
+    """A job's status and Ray's message about it."""
+    from sentiment import submit
+
+    with user_errors():
+        s = submit.status(_cluster(address), job_id)
+    typer.echo(f"{s.job_id} {s.status}" + (f": {s.message.splitlines()[0]}" if s.message else ""))
+
+
+@jobs_app.command("logs")
+def jobs_logs(
+    job_id: JobId,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Until the job ends.")] = False,
+    address: AddressOption = "",
+) -> None:
+    """A job's logs so far, or followed until it ends."""
+    from sentiment import submit
+
+    with user_errors():
+        cluster = _cluster(address)
+        if follow:
+            submit.follow(cluster, job_id, lambda text: typer.echo(text, nl=False))
+        else:
+            typer.echo(submit.logs(cluster, job_id), nl=False)
+
+
+@jobs_app.command("stop")
+def jobs_stop(job_id: JobId, address: AddressOption = "") -> None:
+    """Stop a job and wait (up to a minute) until it has ended."""
+    from sentiment import submit
+
+    with user_errors():
+        s = submit.stop(_cluster(address), job_id)
+    typer.echo(f"{s.job_id} {s.status}")
 
 
 def main() -> None:

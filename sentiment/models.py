@@ -179,7 +179,7 @@ class SentimentGRU(nn.Module):
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """ids (B, T) right-padded, lengths (B,) ≥ 1 → log-probabilities (B, 2)."""
         lengths = lengths.clamp(min=1)
-        outs = self.encoder(self.embedding(ids), lengths)  # D x (B, T, H)
+        outs = self.encoder(self.dropout(self.embedding(ids)), lengths)  # D x (B, T, H)
         features = torch.cat([_read_out(o, lengths, self.config.readout) for o in outs], -1)
         return F.log_softmax(self.head(F.relu(self.dropout(features))), dim=-1)  # (B, 2)
 

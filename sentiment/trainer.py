@@ -26,6 +26,7 @@ from sentiment.evaluation import plot_confusion, plot_loss_curves, summarize
 from sentiment.models import build_model
 from sentiment.text import Vocabulary
 from sentiment.training import (
+    cosine_lr,
     EncodedSplit,
     encode_split,
     hash_fraction,
@@ -91,7 +92,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     optimizer = torch.optim.Adam(
         [p for p in model.parameters() if p.requires_grad], lr=cfg.lr, betas=(0.9, 0.999)
     )
-    start_epoch, history = _restore(ray.train.get_checkpoint(), model, optimizer, device)
+    start_epoch, history, resumed = _restore(ray.train.get_checkpoint(), model, optimizer, device)
     ddp_model = ray.train.torch.prepare_model(model, move_to_device=False)
 
     for epoch in range(start_epoch, cfg.epochs):
@@ -104,7 +105,14 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             rank=rank,
             world_size=world,
         )
-        stats = train_epoch(ddp_model, splits["train"], batches, optimizer, device, cfg.grad_clip)
+        lr_at = (
+            cosine_lr(cfg.lr, epoch, cfg.epochs, len(batches))
+            if cfg.lr_schedule == "cosine"
+            else None
+        )
+        stats = train_epoch(
+            ddp_model, splits["train"], batches, optimizer, device, cfg.grad_clip, lr_at
+        )
         record: dict[str, Any] = {"epoch": epoch + 1, "train": _all_reduce_stats(stats, world)}
         final = epoch + 1 == cfg.epochs
         for name in ("val", "test") + (("train",) if final else ()):
@@ -117,7 +125,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         report = _flat_metrics(record)
         if rank == 0:
             with tempfile.TemporaryDirectory() as tmp:
-                _save_checkpoint(Path(tmp), model, vocab, optimizer, history, loop_config)
+                _save_checkpoint(Path(tmp), model, vocab, optimizer, history, resumed, loop_config)
                 ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(tmp))
         else:
             ray.train.report(report, checkpoint=None)
@@ -194,6 +202,7 @@ def _publish(ckpt: Path, cfg: TrainConfig, emb_meta: dict, seconds: float) -> Tr
         "train_seconds": train_seconds,
         "train_reviews_per_s": n_seen / train_seconds if train_seconds else None,
         "epochs": len(history),
+        "resumed_after": state.get("resumed_after", []),
         "train": last.get("train_eval"),
         "val": last.get("val"),
         "test": last.get("test"),
@@ -215,17 +224,23 @@ def _publish(ckpt: Path, cfg: TrainConfig, emb_meta: dict, seconds: float) -> Tr
     return TrainResult(model_id=model_id, model_dir=target, metrics=metrics)
 
 
-def _save_checkpoint(directory, model, vocab, optimizer, history, loop_config) -> None:
+def _save_checkpoint(directory, model, vocab, optimizer, history, resumed, loop_config) -> None:
     artifacts.write_weights(directory, model, vocab)
+    # Only tensors, numbers and dicts: loadable with torch.load(weights_only=True).
     torch.save(optimizer.state_dict(), directory / OPTIMIZER)
-    state = {"epoch": history[-1]["epoch"], "history": history, "train": loop_config["train"]}
+    state = {
+        "epoch": history[-1]["epoch"],
+        "history": history,
+        "resumed_after": resumed,
+        "train": loop_config["train"],
+    }
     (directory / STATE).write_text(json.dumps(state))
 
 
-def _restore(checkpoint, model, optimizer, device) -> tuple[int, list[dict[str, Any]]]:
+def _restore(checkpoint, model, optimizer, device) -> tuple[int, list[dict[str, Any]], list[int]]:
     """Resume from the latest checkpoint: weights, optimizer state, epoch, history."""
     if checkpoint is None:
-        return 0, []
+        return 0, [], []
     from safetensors.torch import load_file
 
     with checkpoint.as_directory() as d:
@@ -234,7 +249,7 @@ def _restore(checkpoint, model, optimizer, device) -> tuple[int, list[dict[str, 
         optimizer.load_state_dict(torch.load(d / OPTIMIZER, map_location=device, weights_only=True))
         state = json.loads((d / STATE).read_text())
     log.info("resuming after epoch %d from %s", state["epoch"], checkpoint.path)
-    return state["epoch"], state["history"]
+    return state["epoch"], state["history"], [*state.get("resumed_after", []), state["epoch"]]
 
 
 def _all_reduce_stats(stats: dict[str, float], world: int) -> dict[str, float]:

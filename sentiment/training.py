@@ -8,9 +8,10 @@ result. The Ray Train loop in `sentiment.trainer` calls these same functions.
 from __future__ import annotations
 
 import hashlib
+import math
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,18 @@ def encode_split(
         categories=np.asarray(categories, dtype=object),
         n_tokens=n_tokens,
         n_truncated=n_truncated,
+    )
+
+
+def cosine_lr(base: float, epoch: int, epochs: int, steps_per_epoch: int) -> Callable[[int], float]:
+    """Cosine decay from `base` to 0 over the whole run, as a function of the step in `epoch`.
+
+    A pure function of (epoch, step): a resumed run continues the same schedule
+    without any scheduler state in the checkpoint.
+    """
+    total = max(1, epochs * steps_per_epoch)
+    return lambda step: (
+        base * 0.5 * (1 + math.cos(math.pi * (epoch * steps_per_epoch + step) / total))
     )
 
 
@@ -139,12 +152,19 @@ def train_epoch(
     optimizer: torch.optim.Optimizer,
     device: torch.device,
     grad_clip: float = 0.0,
+    lr_at: Callable[[int], float] | None = None,
 ) -> dict[str, float]:
-    """One pass over `batches`; mean NLL loss and accuracy of the running predictions."""
+    """One pass over `batches`; mean NLL loss and accuracy of the running predictions.
+
+    `lr_at(step)` sets the learning rate before each step (a schedule); None keeps it.
+    """
     model.train()
     loss_sum, correct, n = 0.0, 0, 0
     start = time.perf_counter()
-    for batch in batches:
+    for step, batch in enumerate(batches):
+        if lr_at is not None:
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step)
         ids, lengths, labels = to_tensors(split, batch, device)
         log_probs = model(ids, lengths)  # (B, 2)
         loss = F.nll_loss(log_probs, labels)

@@ -1,0 +1,296 @@
+"""Prepare review sources into one canonical Parquet dataset (`sentiment-jobs prepare`).
+
+Sources in any format of `sentiment.readers` are read, checked for duplicate
+review ids, given a train/test split where they have none (a hash of the review
+id: the same on every run and machine), cleared of reviews with empty text, and
+written with the fixed `SCHEMA` to a dataset directory, atomically, with a report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from sentiment.config import SentimentError
+from sentiment.readers import (
+    MAX_PICKLE_BYTES,
+    SCHEMA,
+    SPLITS,
+    Columns,
+    amazon_files,
+    one_line,
+    read_amazon,
+    read_dlstudio,
+    read_fasttext,
+    read_tabular,
+)
+
+__all__ = [
+    "FORMATS",
+    "SCHEMA",
+    "Columns",
+    "PrepareReport",
+    "detect_format",
+    "hashed_split",
+    "prepare",
+    "read_prepared",
+]
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("amazon", "dlstudio", "fasttext", "parquet", "csv", "jsonl")
+REPORT_NAME = "_prepare_report.json"  # "_" prefix: Arrow and Ray skip it when reading the dir
+ROWS_PER_FILE = 250_000  # bounds file size and gives Ray Data several files to read at once
+_EXAMPLES = 5  # dropped review ids listed in the report
+_SUFFIXES = {
+    ".review": "amazon",
+    ".gz": "dlstudio",
+    ".tgz": "dlstudio",
+    ".parquet": "parquet",
+    ".csv": "csv",
+    ".jsonl": "jsonl",
+    ".json": "jsonl",
+    ".ndjson": "jsonl",
+}
+
+
+def hashed_split(review_id: str, test_fraction: float = 0.2) -> str:
+    """Train or test by a hash of the review id alone, so the same on every run and machine.
+
+    About `test_fraction` of all ids fall in test; a given id's split never changes.
+    """
+    digest = hashlib.blake2b(review_id.encode(), digest_size=8).digest()
+    return "test" if int.from_bytes(digest, "big") / 2**64 < test_fraction else "train"
+
+
+def detect_format(path: Path) -> str:
+    """The source format of `path`, from its suffix, its folder layout, or a `__label__` line."""
+    if path.is_dir():
+        if any(path.glob("*.review")) or any(path.glob("*/*.review")):
+            return "amazon"
+        if any(path.rglob("*.parquet")):
+            return "parquet"
+    elif path.suffix.lower() in _SUFFIXES:
+        return _SUFFIXES[path.suffix.lower()]
+    else:
+        with path.open("rb") as f:
+            if f.read(4096).lstrip().startswith(b"__label__"):
+                return "fasttext"
+    raise SentimentError(
+        f"{path}: unrecognised format (expected .review files, a DLStudio .tar.gz, .parquet, "
+        ".csv, .jsonl or fastText __label__ lines); name it with --format"
+    )
+
+
+@dataclass(frozen=True)
+class GroupCounts:
+    """Rows of one (split, category) and their label balance."""
+
+    split: str
+    category: str
+    n: int
+    n_positive: int
+    n_negative: int
+
+
+@dataclass(frozen=True)
+class PrepareReport:
+    """What `prepare` wrote: rows per split and category, and the rows it left out."""
+
+    output: str
+    sources: tuple[str, ...]
+    rows: int
+    groups: tuple[GroupCounts, ...]
+    dropped_empty: int  # reviews whose text was empty, blank or null
+    dropped_examples: tuple[str, ...]  # the first few of their review_ids
+
+    def split_rows(self, split: str) -> int:
+        return sum(g.n for g in self.groups if g.split == split)
+
+
+def prepare(
+    sources: Sequence[str | Path],
+    output: str | Path,
+    *,
+    fmt: str = "auto",
+    columns: Columns | None = None,
+    split: str | None = None,
+    test_fraction: float = 0.2,
+    test_from: int = 800,
+    overwrite: bool = False,
+    max_pickle_bytes: int = MAX_PICKLE_BYTES,
+) -> PrepareReport:
+    """Read `sources` and write one canonical dataset directory at `output`; return the report.
+
+    `split` forces every row into that split; `test_from` is the Amazon canonical split (the
+    review at position i of a file is test if i >= test_from); other sources without a split
+    get `hashed_split(review_id, test_fraction)`.
+    """
+    if not sources:
+        raise SentimentError("no sources given")
+    if fmt != "auto" and fmt not in FORMATS:
+        raise SentimentError(f"unknown format {fmt!r}; choose auto or one of {', '.join(FORMATS)}")
+    if split is not None and split not in SPLITS:
+        raise SentimentError(f"split must be train or test, got {split!r}")
+    if not 0.0 <= test_fraction <= 1.0:
+        raise SentimentError(f"test fraction must be in [0, 1], got {test_fraction}")
+    out = Path(output)
+    _check_output(out, overwrite)
+    options = {"columns": columns, "split": split, "test_from": test_from, "max": max_pickle_bytes}
+    tables = [_read_source(Path(s), fmt, options) for s in sources]
+    _check_unique([str(s) for s in sources], tables)
+    table = _assign_split(pa.concat_tables(tables), split, test_fraction)
+    table, dropped = _drop_empty(table)
+    if table.num_rows == 0:
+        raise SentimentError("no review with text in any source; nothing to write")
+    report = PrepareReport(
+        output=str(out),
+        sources=tuple(str(s) for s in sources),
+        rows=table.num_rows,
+        groups=_group_counts(table),
+        dropped_empty=len(dropped),
+        dropped_examples=tuple(dropped[:_EXAMPLES]),
+    )
+    _write(table, out, report)
+    log.info("wrote %d reviews to %s", table.num_rows, out)
+    return report
+
+
+def read_prepared(
+    path: str | Path, columns: Sequence[str] | None = None, split: str | None = None
+) -> pa.Table:
+    """A dataset written by `prepare` (local path or URI), optionally some columns and one split."""
+    try:
+        # Discovery skips "_" and "." names: the report and any unfinished sibling stay out.
+        dataset = ds.dataset(str(path), format="parquet")
+    except (pa.ArrowException, OSError) as exc:
+        raise SentimentError(f"{path}: cannot read the prepared dataset: {one_line(exc)}") from None
+    missing = [c for c in (columns or SCHEMA.names) if c not in dataset.schema.names]
+    if missing:
+        raise SentimentError(
+            f"{path}: not a prepared dataset (no column {missing[0]!r}); run sentiment-jobs prepare"
+        )
+    where = pc.field("split") == split if split else None
+    try:
+        return dataset.to_table(columns=list(columns) if columns else None, filter=where)
+    except (pa.ArrowException, OSError) as exc:
+        raise SentimentError(f"{path}: cannot read the prepared dataset: {one_line(exc)}") from None
+
+
+def _read_source(path: Path, fmt: str, options: dict) -> pa.Table:
+    if not path.exists():
+        raise SentimentError(f"{path}: no such file or directory")
+    try:
+        fmt = detect_format(path) if fmt == "auto" else fmt
+        if fmt == "amazon":
+            parts = [read_amazon(f, options["test_from"]) for f in amazon_files(path)]
+            table = pa.concat_tables(parts)
+        elif fmt == "dlstudio":
+            table = read_dlstudio(path, options["split"], options["max"])
+        elif fmt == "fasttext":
+            table = read_fasttext(path)
+        else:
+            table = read_tabular(path, fmt, options["columns"])
+    except OSError as exc:
+        raise SentimentError(f"{path}: cannot read: {exc.strerror or one_line(exc)}") from None
+    if table.num_rows == 0:
+        raise SentimentError(f"{path}: no reviews in this {fmt} source")
+    log.info("read %d reviews from %s (%s)", table.num_rows, path, fmt)
+    return table
+
+
+def _check_unique(names: list[str], tables: list[pa.Table]) -> None:
+    seen: dict[str, tuple[int, int]] = {}  # review_id -> (source index, row)
+    for k, table in enumerate(tables):
+        for row, review_id in enumerate(table["review_id"].to_pylist()):
+            first = seen.setdefault(review_id, (k, row))
+            if first != (k, row):
+                again = " (one source given twice?)" if first[1] == row else ""
+                raise SentimentError(
+                    f"duplicate review_id {review_id!r}: {names[first[0]]} row {first[1]} and "
+                    f"{names[k]} row {row}{again}"
+                )
+
+
+def _assign_split(table: pa.Table, split: str | None, test_fraction: float) -> pa.Table:
+    if split is not None:
+        splits = [split] * table.num_rows
+    else:
+        ids = table["review_id"].to_pylist()
+        given = table["split"].to_pylist()
+        splits = [s or hashed_split(i, test_fraction) for s, i in zip(given, ids, strict=True)]
+    index = SCHEMA.get_field_index("split")
+    return table.set_column(index, SCHEMA.field("split"), pa.array(splits, pa.string()))
+
+
+def _drop_empty(table: pa.Table) -> tuple[pa.Table, list[str]]:
+    """Rows with text → kept; ids of rows whose text is null or only whitespace."""
+    keep = pc.fill_null(pc.not_equal(pc.utf8_trim_whitespace(table["text"]), ""), False)
+    dropped = table.filter(pc.invert(keep))["review_id"].to_pylist()
+    if dropped:
+        log.warning("left out %d reviews with empty text, e.g. %s", len(dropped), dropped[0])
+    return table.filter(keep), dropped
+
+
+def _group_counts(table: pa.Table) -> tuple[GroupCounts, ...]:
+    grouped = table.group_by(["split", "category"]).aggregate(
+        [("label", "count"), ("label", "sum")]
+    )
+    rows = grouped.to_pylist()
+    rows.sort(key=lambda r: (SPLITS.index(r["split"]), r["category"]))
+    return tuple(
+        GroupCounts(
+            r["split"],
+            r["category"],
+            r["label_count"],
+            r["label_sum"],
+            r["label_count"] - r["label_sum"],
+        )
+        for r in rows
+    )
+
+
+def _check_output(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise SentimentError(f"{out}: exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise SentimentError(f"{out}: exists and is not empty; pass --overwrite to replace it")
+        # --overwrite replaces a dataset, never an arbitrary folder given by mistake.
+        if not (out / REPORT_NAME).is_file():
+            raise SentimentError(f"{out}: not a prepared dataset (no {REPORT_NAME}); not replacing")
+
+
+def _write(table: pa.Table, out: Path, report: PrepareReport) -> None:
+    """Write into a hidden sibling folder, then rename it into place: never a half dataset."""
+    tmp = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
+    old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+    try:
+        tmp.mkdir(parents=True)
+        for k, start in enumerate(range(0, table.num_rows, ROWS_PER_FILE)):
+            pq.write_table(table.slice(start, ROWS_PER_FILE), tmp / f"part-{k:05d}.parquet")
+        (tmp / REPORT_NAME).write_text(json.dumps(asdict(report), indent=2) + "\n")
+        if out.exists():
+            out.rename(old)
+        try:
+            tmp.rename(out)
+        except OSError:
+            if old.exists():  # put the previous dataset back
+                old.rename(out)
+            raise
+    except OSError as exc:
+        raise SentimentError(f"{out}: cannot write the dataset: {one_line(exc)}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)

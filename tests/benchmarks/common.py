@@ -1,0 +1,141 @@
+"""Shared helpers of the benchmarks: the real data, embeddings, a plain-torch training loop."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sentiment.config import ModelConfig, TrainConfig
+from sentiment.embeddings import Embeddings, build_embeddings, load_embeddings, save_embeddings
+from sentiment.evaluation import summarize
+from sentiment.models import build_model
+from sentiment.trainer import load_splits
+from sentiment.training import cosine_lr, evaluate_split, length_batches, train_epoch
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+AMAZON = REPO.parent / "shared" / "datasets" / "amazon-multi-domain"
+RESULTS = HERE / "RESULTS.md"
+CACHE = Path(os.environ.get("BENCH_CACHE", "/tmp/sentiment-bench"))
+
+
+def prepared_amazon() -> str:
+    """The real reviews prepared once into CACHE/amazon (canonical split)."""
+    from sentiment.datasets import prepare
+
+    out = CACHE / "amazon"
+    if not out.exists():
+        prepare([AMAZON], out)
+    return str(out)
+
+
+def amazon_embeddings(cfg: TrainConfig) -> Embeddings:
+    """word2vec on the train split, cached per embedding settings (one worker: reproducible)."""
+    from sentiment.datasets import read_prepared
+
+    key = "-".join(
+        f"{k}{v}" for k, v in dataclasses.asdict(cfg.embeddings).items() if k != "source"
+    )
+    path = CACHE / f"emb-{key}"
+    if (path / "vectors.npy").exists():
+        return load_embeddings(path)
+    texts = read_prepared(cfg.data, columns=["text"], split="train")["text"].to_pylist()
+    emb = build_embeddings(cfg.embeddings, texts)
+    save_embeddings(emb, path)
+    return emb
+
+
+def plain_train(cfg: TrainConfig, emb: Embeddings, threads: int, log=print) -> dict[str, Any]:
+    """The Ray Train loop's steps in one process, no Ray: for accuracy sweeps and the overhead check."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(cfg.seed)
+    model_cfg = dataclasses.replace(
+        cfg.model, vocab_size=len(emb.vocab), embed_dim=int(emb.matrix.shape[1])
+    )
+    splits = load_splits(cfg, emb.vocab)
+    model = build_model(model_cfg, emb.matrix)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
+    device = torch.device("cpu")
+    history = []
+    for epoch in range(cfg.epochs):
+        batches = length_batches(
+            splits["train"].lengths, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=epoch
+        )
+        lr_at = (
+            cosine_lr(cfg.lr, epoch, cfg.epochs, len(batches))
+            if cfg.lr_schedule == "cosine"
+            else None
+        )
+        stats = train_epoch(
+            model, splits["train"], batches, optimizer, device, cfg.grad_clip, lr_at
+        )
+        record = {"epoch": epoch + 1, "train": stats}
+        for name in ("val", "test"):
+            if name in splits:
+                record[name] = evaluate_split(model, splits[name], device)
+        history.append(record)
+        log(
+            f"  epoch {epoch + 1}: train {stats['reviews_per_s']:.0f} reviews/s loss {stats['loss']:.4f}"
+            + "".join(
+                f" | {n} acc {100 * record[n]['accuracy']:.2f}%"
+                for n in ("val", "test")
+                if n in record
+            )
+        )
+    final = {"history": history, "model": model, "splits": splits}
+    final["train_eval"] = evaluate_split(model, splits["train"], device)
+    return final
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores ({cpu}), torch {torch.__version__}, Python {platform.python_version()}"
+
+
+def write_section(title: str, body: str) -> None:
+    """Replace (or append) one `## title` section of RESULTS.md."""
+    text = (
+        RESULTS.read_text()
+        if RESULTS.exists()
+        else "# Benchmark results\n\nEach section is written by the script it names; rerun that script to refresh it.\n"
+    )
+    stamp = datetime.date.today().isoformat()
+    section = f"## {title}\n\n_{stamp}; {machine()}_\n\n{body.strip()}\n"
+    marker = f"## {title}\n"
+    if marker in text:
+        start = text.index(marker)
+        end = text.find("\n## ", start + len(marker))
+        text = text[:start] + section + (text[end + 1 :] if end != -1 else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    RESULTS.write_text(text)
+
+
+def git_rev() -> str:
+    try:
+        return subprocess.check_output(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, text=True
+        ).strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def timed(fn, *args, **kwargs):
+    start = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - start
