@@ -284,29 +284,71 @@ def train(
     batch_size: Annotated[int, typer.Option(help="Reviews per step, length-bucketed.")] = 32,
     hidden_size: Annotated[int, typer.Option(help="GRU state size.")] = 100,
     layers: Annotated[int, typer.Option(help="Stacked recurrent layers.")] = 1,
-    dropout: Annotated[float, typer.Option(help="Dropout between layers and before the head.")] = 0.0,
-    bidirectional: Annotated[bool, typer.Option(help="Also read right to left (always on for grub).")] = False,
-    readout: Annotated[Readout, typer.Option(help="State the classifier reads: last real token, or max/mean over time.")] = Readout.max,
-    trainable_embeddings: Annotated[bool, typer.Option(help="Fine-tune the word vectors (frozen by default).")] = False,
-    reset_after: Annotated[bool, typer.Option(help="gruh: reset gate after U_h h, as nn.GRU.")] = False,
+    dropout: Annotated[
+        float, typer.Option(help="Dropout between layers and before the head.")
+    ] = 0.0,
+    bidirectional: Annotated[
+        bool, typer.Option(help="Also read right to left (always on for grub).")
+    ] = False,
+    readout: Annotated[
+        Readout,
+        typer.Option(help="State the classifier reads: last real token, or max/mean over time."),
+    ] = Readout.max,
+    trainable_embeddings: Annotated[
+        bool, typer.Option(help="Fine-tune the word vectors (frozen by default).")
+    ] = False,
+    reset_after: Annotated[
+        bool, typer.Option(help="gruh: reset gate after U_h h, as nn.GRU.")
+    ] = False,
     max_tokens: Annotated[int, typer.Option(help="Known tokens kept per review (head).")] = 400,
-    val_fraction: Annotated[float, typer.Option(help="Part of the train split held out for validation.")] = 0.0,
+    val_fraction: Annotated[
+        float, typer.Option(help="Part of the train split held out for validation.")
+    ] = 0.0,
     seed: Annotated[int, typer.Option(help="Seed for weights, shuffling and word2vec.")] = 0,
-    embeddings: Annotated[str, typer.Option(help="'train' (word2vec on the train split), or pretrained vectors / a saved embeddings dir.")] = "train",
-    embeddings_format: Annotated[str, typer.Option(help="auto|word2vec-binary|word2vec-text|glove|keyedvectors|saved ('keyedvectors' unpickles: trusted files only).")] = "auto",
+    embeddings: Annotated[
+        str,
+        typer.Option(
+            help="'train' (word2vec on the train split), or pretrained vectors / a saved embeddings dir."
+        ),
+    ] = "train",
+    embeddings_format: Annotated[
+        str,
+        typer.Option(
+            help="auto|word2vec-binary|word2vec-text|glove|keyedvectors|saved ('keyedvectors' unpickles: trusted files only)."
+        ),
+    ] = "auto",
     w2v_epochs: Annotated[int, typer.Option(help="word2vec epochs when training vectors.")] = 10,
     w2v_workers: Annotated[int, typer.Option(help="word2vec threads; 1 is reproducible.")] = 1,
     min_count: Annotated[int, typer.Option(help="word2vec: ignore rarer words.")] = 2,
-    limit: Annotated[int, typer.Option(help="Pretrained: keep at most this many vectors (0: all).")] = 0,
+    limit: Annotated[
+        int, typer.Option(help="Pretrained: keep at most this many vectors (0: all).")
+    ] = 0,
     workers: Annotated[int, typer.Option(help="Ray Train workers (data-parallel).")] = 1,
     use_gpu: Annotated[bool, typer.Option(help="One GPU per worker.")] = False,
     gpus_per_worker: Annotated[float, typer.Option(help="GPUs per worker with --use-gpu.")] = 1.0,
     cpus_per_worker: Annotated[float, typer.Option(help="CPUs reserved per worker.")] = 1.0,
-    threads: Annotated[int, typer.Option(help="torch threads per worker (0: one per CPU reserved).")] = 0,
-    max_failures: Annotated[int, typer.Option(help="Worker failures to recover from (from the last checkpoint).")] = 0,
-    store: Annotated[str, typer.Option(envvar="SENTIMENT_STORE", help="Model store (dir or URI); default $SENTIMENT_JOBS_HOME/models.")] = "",
-    storage_path: Annotated[str, typer.Option(help="Ray Train run storage (dir or URI); default $SENTIMENT_JOBS_HOME/train.")] = "",
-    name: Annotated[str, typer.Option(help="Run name; the same name resumes an interrupted run.")] = "",
+    threads: Annotated[
+        int, typer.Option(help="torch threads per worker (0: one per CPU reserved).")
+    ] = 0,
+    max_failures: Annotated[
+        int, typer.Option(help="Worker failures to recover from (from the last checkpoint).")
+    ] = 0,
+    store: Annotated[
+        str,
+        typer.Option(
+            envvar="SENTIMENT_STORE",
+            help="Model store (dir or URI); default $SENTIMENT_JOBS_HOME/models.",
+        ),
+    ] = "",
+    storage_path: Annotated[
+        str,
+        typer.Option(
+            help="Ray Train run storage (dir or URI); default $SENTIMENT_JOBS_HOME/train."
+        ),
+    ] = "",
+    name: Annotated[
+        str, typer.Option(help="Run name; the same name resumes an interrupted run.")
+    ] = "",
     dim: Annotated[int, typer.Option(min=1, help="word2vec size when training vectors.")] = 300,
     address: AddressOption = "",
     wait: WaitOption = True,
@@ -322,19 +364,40 @@ def train(
         cfg = TrainConfig(
             data=data,
             model=ModelConfig(
-                variant=model.value, hidden_size=hidden_size, layers=layers,
-                bidirectional=bidirectional, dropout=dropout, readout=readout.value,
-                freeze_embeddings=not trainable_embeddings, reset_after=reset_after,
+                variant=model.value,
+                hidden_size=hidden_size,
+                layers=layers,
+                bidirectional=bidirectional,
+                dropout=dropout,
+                readout=readout.value,
+                freeze_embeddings=not trainable_embeddings,
+                reset_after=reset_after,
             ),
             text=TextConfig(max_tokens=max_tokens),
             embeddings=EmbeddingConfig(
-                source=embeddings, format=embeddings_format, epochs=w2v_epochs,
-                workers=w2v_workers, min_count=min_count, seed=seed, limit=limit or None, dim=dim,
+                source=embeddings,
+                format=embeddings_format,
+                epochs=w2v_epochs,
+                workers=w2v_workers,
+                min_count=min_count,
+                seed=seed,
+                limit=limit or None,
+                dim=dim,
             ),
-            epochs=epochs, lr=lr, batch_size=batch_size, val_fraction=val_fraction, seed=seed,
-            workers=workers, use_gpu=use_gpu, gpus_per_worker=gpus_per_worker,
-            cpus_per_worker=cpus_per_worker, threads_per_worker=threads,
-            max_failures=max_failures, store=store, storage_path=storage_path, name=name,
+            epochs=epochs,
+            lr=lr,
+            batch_size=batch_size,
+            val_fraction=val_fraction,
+            seed=seed,
+            workers=workers,
+            use_gpu=use_gpu,
+            gpus_per_worker=gpus_per_worker,
+            cpus_per_worker=cpus_per_worker,
+            threads_per_worker=threads,
+            max_failures=max_failures,
+            store=store,
+            storage_path=storage_path,
+            name=name,
         )
     if _submitting(address):
         _submit_job("train", cfg, address, wait, python)
@@ -354,11 +417,20 @@ def train(
 
 @app.command()
 def evaluate(
-    model: Annotated[list[str], typer.Option(help="Model directory (repeat for several), or 'latest'.")],
+    model: Annotated[
+        list[str], typer.Option(help="Model directory (repeat for several), or 'latest'.")
+    ],
     data: Annotated[str, typer.Option(help="Prepared dataset to evaluate on.")],
-    split: Annotated[list[str], typer.Option(help="Splits to evaluate (repeatable).")] = ["train", "test"],  # noqa: B006
-    store: Annotated[str, typer.Option(envvar="SENTIMENT_STORE", help="Model store for 'latest'.")] = "",
-    output: Annotated[Path | None, typer.Option(help="Write the metrics (JSON) and confusion PNGs here.")] = None,
+    split: Annotated[list[str], typer.Option(help="Splits to evaluate (repeatable).")] = [
+        "train",
+        "test",
+    ],
+    store: Annotated[
+        str, typer.Option(envvar="SENTIMENT_STORE", help="Model store for 'latest'.")
+    ] = "",
+    output: Annotated[
+        Path | None, typer.Option(help="Write the metrics (JSON) and confusion PNGs here.")
+    ] = None,
 ) -> None:
     """Recompute accuracy, cross-entropy, confusion and per-category accuracy of trained models."""
     from sentiment.evaluation import category_table, results_table
@@ -370,7 +442,9 @@ def evaluate(
     for row in rows:
         for name in split:
             if row.get(name, {}).get("per_category"):
-                typer.echo(f"\n{row['model']} {name} accuracy per category:\n" + category_table(row[name]))
+                typer.echo(
+                    f"\n{row['model']} {name} accuracy per category:\n" + category_table(row[name])
+                )
 
 
 # --- score -----------------------------------------------------------------------------
@@ -384,19 +458,47 @@ class BadFilePolicy(str, Enum):
 @app.command()
 def score(
     inputs: Annotated[list[str], typer.Argument(help="Parquet files, directories, globs or URIs.")],
-    model: Annotated[str, typer.Option(help="Model directory or URI, or 'latest' in the store.")] = "latest",
-    output: Annotated[str, typer.Option(help="Output directory (default: next to the first input, <name>.scored).")] = "",
+    model: Annotated[
+        str, typer.Option(help="Model directory or URI, or 'latest' in the store.")
+    ] = "latest",
+    output: Annotated[
+        str,
+        typer.Option(help="Output directory (default: next to the first input, <name>.scored)."),
+    ] = "",
     text_column: Annotated[str, typer.Option(help="Column holding the review text.")] = "text",
-    id_column: Annotated[str, typer.Option(help="Column identifying rows (default: review_id if present, else a row_id is added from file and row).")] = "",
+    id_column: Annotated[
+        str,
+        typer.Option(
+            help="Column identifying rows (default: review_id if present, else a row_id is added from file and row)."
+        ),
+    ] = "",
     batch_size: Annotated[int, typer.Option(help="Rows per Ray Data batch.")] = 1024,
     model_batch_size: Annotated[int, typer.Option(help="Reviews per forward pass.")] = 128,
-    actors: Annotated[int, typer.Option(help="Scoring actors (0: one per GPU, or one per CPU core).")] = 0,
-    gpus_per_actor: Annotated[float, typer.Option(help="GPUs per actor (-1: 1 when the cluster has GPUs, else 0).")] = -1.0,
-    cpus_per_actor: Annotated[float, typer.Option(help="CPUs reserved per actor (0: leave one CPU to read/write).")] = 0.0,
-    max_tokens: Annotated[int, typer.Option(help="Known tokens read per review; longer ones are truncated and marked (0: the model's setting, 400 by default).")] = 0,
-    incremental: Annotated[bool, typer.Option(help="Only score input files the committed manifest does not list.")] = False,
-    on_bad_file: Annotated[BadFilePolicy, typer.Option(help="fail: stop on a bad input file; skip: record it in the manifest.")] = BadFilePolicy.fail,
-    store: Annotated[str, typer.Option(envvar="SENTIMENT_STORE", help="Model store for 'latest'.")] = "",
+    actors: Annotated[
+        int, typer.Option(help="Scoring actors (0: one per GPU, or one per CPU core).")
+    ] = 0,
+    gpus_per_actor: Annotated[
+        float, typer.Option(help="GPUs per actor (-1: 1 when the cluster has GPUs, else 0).")
+    ] = -1.0,
+    cpus_per_actor: Annotated[
+        float, typer.Option(help="CPUs reserved per actor (0: leave one CPU to read/write).")
+    ] = 0.0,
+    max_tokens: Annotated[
+        int,
+        typer.Option(
+            help="Known tokens read per review; longer ones are truncated and marked (0: the model's setting, 400 by default)."
+        ),
+    ] = 0,
+    incremental: Annotated[
+        bool, typer.Option(help="Only score input files the committed manifest does not list.")
+    ] = False,
+    on_bad_file: Annotated[
+        BadFilePolicy,
+        typer.Option(help="fail: stop on a bad input file; skip: record it in the manifest."),
+    ] = BadFilePolicy.fail,
+    store: Annotated[
+        str, typer.Option(envvar="SENTIMENT_STORE", help="Model store for 'latest'.")
+    ] = "",
     address: AddressOption = "",
     wait: WaitOption = True,
     python: PythonOption = "",
@@ -408,10 +510,19 @@ def score(
 
     with user_errors():
         cfg = ScoreConfig(
-            inputs=tuple(inputs), output=output, model=model, store=store,
-            text_column=text_column, id_column=id_column, batch_size=batch_size,
-            model_batch_size=model_batch_size, actors=actors, gpus_per_actor=gpus_per_actor,
-            cpus_per_actor=cpus_per_actor, max_tokens=max_tokens, incremental=incremental,
+            inputs=tuple(inputs),
+            output=output,
+            model=model,
+            store=store,
+            text_column=text_column,
+            id_column=id_column,
+            batch_size=batch_size,
+            model_batch_size=model_batch_size,
+            actors=actors,
+            gpus_per_actor=gpus_per_actor,
+            cpus_per_actor=cpus_per_actor,
+            max_tokens=max_tokens,
+            incremental=incremental,
             on_bad_file=on_bad_file.value,
         )
     if _submitting(address):
@@ -426,13 +537,19 @@ def score(
 def _echo_score_summary(output: str, manifest: dict) -> None:
     run = manifest["this_run"]
     typer.echo(f"run {manifest['run_id']} ({manifest['mode']}) model {manifest['model_id']}")
-    typer.echo(f"rows in {run['rows_in']}  rows out {run['rows_out']}  in {manifest['seconds']:.1f} s "
-               f"({manifest['rows_per_s'] or 0:.0f} rows/s)")
-    statuses = "  ".join(f"{k} {v}" for k, v in run.items() if k not in ("rows_in", "rows_out", "inputs") and v)
+    typer.echo(
+        f"rows in {run['rows_in']}  rows out {run['rows_out']}  in {manifest['seconds']:.1f} s "
+        f"({manifest['rows_per_s'] or 0:.0f} rows/s)"
+    )
+    statuses = "  ".join(
+        f"{k} {v}" for k, v in run.items() if k not in ("rows_in", "rows_out", "inputs") and v
+    )
     typer.echo(f"status: {statuses or 'no rows'}")
     for s in manifest["skipped"]:
         typer.echo(f"skipped {s['path']}: {s['reason']}")
-    typer.echo(f"output {output} ({len(manifest['files'])} files, {manifest['totals'].get('rows_out', 0)} rows)")
+    typer.echo(
+        f"output {output} ({len(manifest['files'])} files, {manifest['totals'].get('rows_out', 0)} rows)"
+    )
 
 
 # --- Ray jobs: train/score --address, and `jobs list|status|logs|stop` --------------------

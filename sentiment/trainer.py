@@ -26,8 +26,8 @@ from sentiment.evaluation import plot_confusion, plot_loss_curves, summarize
 from sentiment.models import build_model
 from sentiment.text import Vocabulary
 from sentiment.training import (
-    cosine_lr,
     EncodedSplit,
+    cosine_lr,
     encode_split,
     hash_fraction,
     length_batches,

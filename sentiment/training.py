@@ -8,8 +8,8 @@ result. The Ray Train loop in `sentiment.trainer` calls these same functions.
 from __future__ import annotations
 
 import hashlib
-import math
 import json
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass

@@ -98,3 +98,42 @@ def tiny_dataset(tmp_path_factory) -> Path:
     cols = Columns(id="review_id", category="category")
     prepare([tmp / "reviews.parquet"], tmp / "dataset", columns=cols)
     return tmp / "dataset"
+
+
+def train_tiny_model(directory: Path, variant: str = "gru", steps: int = 200) -> str:
+    """A small model trained in-process (no Ray) on generated reviews; returns its model_id."""
+    import numpy as np
+    import torch
+
+    from sentiment.artifacts import write_model_dir
+    from sentiment.config import ModelConfig, TextConfig
+    from sentiment.models import build_model
+    from sentiment.text import Vocabulary, pad_batch
+
+    torch.manual_seed(0)
+    vocab = Vocabulary.from_words([*POSITIVE, *NEGATIVE, *FILLER])
+    emb = np.random.default_rng(0).normal(0, 0.3, (len(vocab), 8)).astype(np.float32)
+    emb[:2] = 0
+    cfg = ModelConfig(variant=variant, vocab_size=len(vocab), embed_dim=8, hidden_size=8)
+    model = build_model(cfg, emb)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=2e-2)
+    rows = make_reviews(256, seed=1)
+    for step in range(steps):
+        batch = rows[(step * 32) % 256 : (step * 32) % 256 + 32]
+        ids, lengths = pad_batch([vocab.encode(r["text"], 400).ids for r in batch])
+        labels = torch.tensor([r["label"] for r in batch])
+        loss = torch.nn.functional.nll_loss(
+            model(torch.from_numpy(ids), torch.from_numpy(lengths)), labels
+        )
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return write_model_dir(directory, model.eval(), vocab, TextConfig(max_tokens=400), {})
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A model directory of a small `gru` that separates the generated reviews."""
+    directory = tmp_path_factory.mktemp("model") / "gru"
+    train_tiny_model(directory)
+    return directory

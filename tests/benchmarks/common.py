@@ -13,9 +13,8 @@ from typing import Any
 
 import torch
 
-from sentiment.config import ModelConfig, TrainConfig
+from sentiment.config import TrainConfig
 from sentiment.embeddings import Embeddings, build_embeddings, load_embeddings, save_embeddings
-from sentiment.evaluation import summarize
 from sentiment.models import build_model
 from sentiment.trainer import load_splits
 from sentiment.training import cosine_lr, evaluate_split, length_batches, train_epoch

@@ -1,0 +1,111 @@
+"""Ray job submission without a cluster: token lookup, addresses, paths, entrypoints, errors."""
+
+from __future__ import annotations
+
+import http.server
+import shlex
+import socket
+import threading
+
+import pytest
+from typer.testing import CliRunner
+
+from sentiment import cli, submit
+from sentiment.config import ScoreConfig, SentimentError, TrainConfig, from_argv
+
+
+@pytest.fixture
+def no_token(monkeypatch, tmp_path):
+    """No token anywhere: no variables, and a HOME without ~/.ray/auth_token."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    monkeypatch.delenv("RAY_AUTH_TOKEN_PATH", raising=False)
+    return tmp_path
+
+
+def test_token_sources_in_rays_order(no_token, monkeypatch):
+    assert submit.read_token() == ("", "")
+    (no_token / ".ray").mkdir()
+    (no_token / ".ray" / "auth_token").write_text("from-home\n")
+    assert submit.read_token() == ("from-home", "~/.ray/auth_token")
+    named = no_token / "token.txt"
+    named.write_text("from-path")
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(named))
+    assert submit.read_token() == ("from-path", f"RAY_AUTH_TOKEN_PATH ({named})")
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "from-env")
+    assert submit.read_token() == ("from-env", "RAY_AUTH_TOKEN")
+
+
+@pytest.mark.parametrize(("content", "problem"), [(None, "no such file"), ("", "which is empty")])
+def test_a_bad_token_path_is_named(no_token, monkeypatch, content, problem):
+    path = no_token / "token.txt"
+    if content is not None:
+        path.write_text(content)
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(path))
+    with pytest.raises(SentimentError, match=f"RAY_AUTH_TOKEN_PATH names {path}.*{problem}"):
+        submit.read_token()
+
+
+def test_no_cluster_answers(no_token):
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(SentimentError) as info:
+        submit.connect(f"127.0.0.1:{port}")
+    assert str(info.value) == f"no Ray cluster answers at http://127.0.0.1:{port}"
+
+
+def test_something_else_answers(no_token):
+    class NotRay(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_error(404)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), NotRay)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(SentimentError, match=r"is not a Ray dashboard \(HTTP 404\)"):
+            submit.connect(f"http://127.0.0.1:{server.server_port}/")
+    finally:
+        server.shutdown()
+
+
+def test_ray_client_address_is_refused():
+    with pytest.raises(SentimentError, match="Ray Client address"):
+        submit.connect("ray://head:10001")
+
+
+def test_paths_become_absolute_and_uris_stay(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    train = submit.absolute_paths(TrainConfig(data="data", store="s3://b/models"))
+    assert train.data == str(tmp_path / "data") and train.store == "s3://b/models"
+    assert train.embeddings.source == "train"
+    score = submit.absolute_paths(ScoreConfig(inputs=("in/*.parquet", "gs://b/x"), output="out"))
+    assert score.inputs == (str(tmp_path / "in/*.parquet"), "gs://b/x")
+    assert score.output == str(tmp_path / "out") and score.model == "latest"
+
+
+def test_entrypoint_quotes_what_the_shell_would_split():
+    cfg = ScoreConfig(inputs=("/data/my reviews.parquet",), text_column="it's")
+    command = submit.entrypoint("score", submit.to_argv(cfg), "/opt/py 3/bin/python")
+    words = shlex.split(command)
+    assert words[:2] == ["/opt/py 3/bin/python", "jobs/score.py"]
+    assert from_argv(ScoreConfig, words[2:]) == cfg
+
+
+def test_inside_a_ray_job_the_cli_runs_there_instead_of_submitting(monkeypatch):
+    monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR", raising=False)
+    assert cli._submitting("http://head:8265")
+    assert not cli._submitting("") and not cli._submitting("local")
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")
+    assert not cli._submitting("http://head:8265")
+
+
+def test_jobs_commands_need_an_address(monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    result = CliRunner().invoke(cli.app, ["jobs", "list"], env={"RAY_ADDRESS": None})
+    assert result.exit_code == 1
+    assert "no Ray cluster given: use --address or set RAY_ADDRESS" in result.output
+    assert "Traceback" not in result.output
