@@ -6,6 +6,7 @@ Layout of an output directory (a local path or a URI pyarrow understands):
     _manifest.json        the committed state: which data files, which inputs, counts
     part-<run>-NNNNN.parquet
     _staging/<run>/       a run in progress (readers skip `_`-prefixed paths)
+    _LOCK                 while a run is writing: its id, host and pid
 
 A run writes only under `_staging/<run>/` until it commits. Commit = move the
 new files in, replace `_manifest.json` (a rename), delete the data files the new
@@ -20,6 +21,10 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
+import socket
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import pyarrow.fs as pafs
@@ -28,15 +33,16 @@ from sentiment.artifacts import filesystem
 from sentiment.config import SentimentError
 
 log = logging.getLogger(__name__)
-SUCCESS, MANIFEST, STAGING = "_SUCCESS", "_manifest.json", "_staging"
+SUCCESS, MANIFEST, STAGING, LOCK = "_SUCCESS", "_manifest.json", "_staging", "_LOCK"
 
 
 class OutputDir:
     """The committed output of `sentiment-jobs score` at one location."""
 
     def __init__(self, location: str):
-        self.location = location.rstrip("/")
         self.fs, self.root = filesystem(location)
+        # Local paths are made absolute, so they compare equal to resolved input paths.
+        self.location = location.rstrip("/") if "://" in location else self.root
 
     def path(self, name: str) -> str:
         return f"{self.root}/{name}"
@@ -53,6 +59,55 @@ class OutputDir:
                 return json.loads(f.read().decode("utf-8"))
         except (OSError, ValueError) as exc:
             raise SentimentError(f"{self.path(MANIFEST)}: unreadable manifest ({exc})") from None
+
+    @contextlib.contextmanager
+    def lock(self, run_id: str) -> Iterator[None]:
+        """Only one run writes an output at a time (a schedule can overlap a slow run).
+
+        `_LOCK` names the run, host and pid. A lock left by a dead process on this
+        host is taken over; any other one stops this run with a clear message.
+        On object stores there is no atomic create: the check is best effort.
+        """
+        path = self.path(LOCK)
+        mine = {
+            "run_id": run_id,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "since": time.time(),
+        }
+        if self._exists(LOCK):
+            holder = self._read_lock()
+            if not _stale(holder):
+                raise SentimentError(
+                    f"{self.location} is being written by run {holder.get('run_id')} "
+                    f"(host {holder.get('host')}, pid {holder.get('pid')}); if no such run is "
+                    f"active, delete {path}"
+                )
+            log.warning("taking over the lock of dead run %s", holder.get("run_id"))
+            self.fs.delete_file(path)
+        self.fs.create_dir(self.root, recursive=True)
+        if isinstance(self.fs, pafs.LocalFileSystem):
+            try:  # O_EXCL: of two runs starting together, exactly one gets the lock
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                raise SentimentError(f"{self.location} is being written by another run") from None
+            with os.fdopen(fd, "w") as f:
+                json.dump(mine, f)
+        else:
+            with self.fs.open_output_stream(path) as f:
+                f.write(json.dumps(mine).encode())
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                self.fs.delete_file(path)
+
+    def _read_lock(self) -> dict[str, Any]:
+        try:
+            with self.fs.open_input_stream(self.path(LOCK)) as f:
+                return json.loads(f.read().decode() or "{}")
+        except (OSError, ValueError):
+            return {}
 
     def prepare(self) -> None:
         """Create the directory if needed, repair a cut-off commit, clear old staging runs."""
@@ -116,6 +171,21 @@ class OutputDir:
         with self.fs.open_output_stream(tmp) as f:
             f.write(text.encode("utf-8"))
         self.fs.move(tmp, self.path(name))
+
+
+def _stale(holder: dict[str, Any]) -> bool:
+    """A lock whose process is gone: same host and no such pid (or an unreadable lock)."""
+    if not holder:
+        return True
+    if holder.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(int(holder["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, KeyError, ValueError, TypeError):
+        return False
+    return False
 
 
 def staged_name(run_id: str, index: int) -> str:

@@ -169,46 +169,49 @@ def run_scoring(cfg: ScoreConfig) -> ScoreSummary:
     model_dir = str(resolve_model(cfg.model, cfg.store))
     out = OutputDir(output)
     files, skipped = check_inputs(
-        list(cfg.inputs), cfg.text_column, cfg.id_column, cfg.on_bad_file, exclude=output
+        list(cfg.inputs), cfg.text_column, cfg.id_column, cfg.on_bad_file, exclude=out.location
     )
     if not files and not skipped:
         raise SentimentError(f"no Parquet files found in {', '.join(cfg.inputs)}")
-    out.prepare()
-    previous = out.committed_manifest() if cfg.incremental else None
-    todo, kept_inputs, kept_files = _incremental_plan(files, previous)
-    schema = unified_schema(todo) if todo else None
-    if schema is not None:
-        _check_output_names(schema, todo)
-    add_id = bool(schema is not None and not cfg.id_column and "review_id" not in schema.names)
+    with out.lock(run_id):
+        out.prepare()
+        previous = out.committed_manifest() if cfg.incremental else None
+        todo, kept_inputs, kept_files = _incremental_plan(files, previous)
+        schema = unified_schema(todo) if todo else None
+        if schema is not None:
+            _check_output_names(schema, todo)
+        add_id = bool(schema is not None and not cfg.id_column and "review_id" not in schema.names)
 
-    rows_in = sum(f.rows for f in todo)
-    staged: list[str] = []
-    actors: list[dict[str, Any]] = []
-    plan = plan_resources(cfg, cluster_resources())
-    try:
-        if todo:
-            staged, actors = _run_pipeline(cfg, todo, schema, add_id, model_dir, out, run_id, plan)
-        counts = _verify(staged, rows_in, out, run_id)
-        manifest = _manifest(
-            cfg,
-            run_id,
-            model_dir,
-            started,
-            todo,
-            skipped,
-            staged,
-            counts,
-            kept_inputs,
-            kept_files,
-            previous,
-            actors,
-            plan,
-            output,
-        )
-        out.commit(run_id, staged, manifest)
-    except BaseException:
-        out.discard(run_id)
-        raise
+        rows_in = sum(f.rows for f in todo)
+        staged: list[str] = []
+        actors: list[dict[str, Any]] = []
+        plan = plan_resources(cfg, cluster_resources())
+        try:
+            if todo:
+                staged, actors = _run_pipeline(
+                    cfg, todo, schema, add_id, model_dir, out, run_id, plan
+                )
+            counts = _verify(staged, rows_in, out, run_id)
+            manifest = _manifest(
+                cfg,
+                run_id,
+                model_dir,
+                started,
+                todo,
+                skipped,
+                staged,
+                counts,
+                kept_inputs,
+                kept_files,
+                previous,
+                actors,
+                plan,
+                output,
+            )
+            out.commit(run_id, staged, manifest)
+        except BaseException:
+            out.discard(run_id)
+            raise
     return ScoreSummary(output=output, manifest=manifest)
 
 
