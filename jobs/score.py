@@ -13,7 +13,6 @@ import json
 import logging
 import sys
 
-from sentiment.cluster import init_ray
 from sentiment.config import ScoreConfig, SentimentError, from_argv
 from sentiment.score_job import run_scoring
 
@@ -24,7 +23,6 @@ def main(argv: list[str]) -> int:
         cfg = from_argv(ScoreConfig, argv)
         if not cfg.inputs:
             raise SentimentError("no inputs: give Parquet files, directories, globs or URIs")
-        init_ray()
         result = run_scoring(cfg)
     except SentimentError as exc:
         print(f"error: {exc}", file=sys.stderr)

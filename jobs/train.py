@@ -12,7 +12,6 @@ import json
 import logging
 import sys
 
-from sentiment.cluster import init_ray
 from sentiment.config import SentimentError, TrainConfig, from_argv
 from sentiment.trainer import run_training
 
@@ -22,7 +21,6 @@ def main(argv: list[str]) -> int:
     logging.getLogger("gensim").setLevel(logging.WARNING)  # it logs each word2vec step
     try:
         cfg = from_argv(TrainConfig, argv)
-        init_ray()
         result = run_training(cfg)
     except SentimentError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -355,7 +355,6 @@ def train(
     python: PythonOption = "",
 ) -> None:
     """Train a GRU classifier with Ray Train and publish it to the model store."""
-    from sentiment.cluster import init_ray
     from sentiment.config import EmbeddingConfig, ModelConfig, TextConfig, TrainConfig
     from sentiment.evaluation import category_table, results_table
     from sentiment.trainer import run_training
@@ -403,7 +402,6 @@ def train(
         _submit_job("train", cfg, address, wait, python)
         return
     with user_errors():
-        init_ray()
         result = run_training(cfg)
     m = result.metrics
     typer.echo("\n" + results_table([m]))
@@ -504,7 +502,6 @@ def score(
     python: PythonOption = "",
 ) -> None:
     """Score Parquet reviews with Ray Data and commit predictions to Parquet (safe to re-run)."""
-    from sentiment.cluster import init_ray
     from sentiment.config import ScoreConfig
     from sentiment.score_job import run_scoring
 
@@ -529,7 +526,6 @@ def score(
         _submit_job("score", cfg, address, wait, python)
         return
     with user_errors():
-        init_ray()
         summary = run_scoring(cfg)
     _echo_score_summary(summary.output, summary.manifest)
 

@@ -160,8 +160,8 @@ def plan_resources(cfg: ScoreConfig, cluster: dict[str, float]) -> dict[str, flo
 
 
 def run_scoring(cfg: ScoreConfig) -> ScoreSummary:
-    """Score every input row exactly once and commit the output; needs a connected Ray."""
-    from sentiment.cluster import cluster_resources
+    """Score every input row exactly once and commit the output (joins or starts a Ray)."""
+    from sentiment.cluster import cluster_resources, init_ray
 
     started = time.time()
     run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
@@ -185,6 +185,7 @@ def run_scoring(cfg: ScoreConfig) -> ScoreSummary:
         rows_in = sum(f.rows for f in todo)
         staged: list[str] = []
         actors: list[dict[str, Any]] = []
+        init_ray()  # after the checks: a bad input fails before any Ray starts
         plan = plan_resources(cfg, cluster_resources())
         try:
             if todo:

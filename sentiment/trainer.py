@@ -134,11 +134,12 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 def run_training(cfg: TrainConfig) -> TrainResult:
     """Embeddings on the driver, Ray Train on the workers, a model directory in the store.
 
-    Needs a connected Ray (`sentiment.cluster.init_ray`).
+    Checks the dataset first, then joins the job's cluster or starts a local Ray.
     """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    from sentiment.cluster import init_ray
     from sentiment.embeddings import build_embeddings
 
     started = time.time()
@@ -146,6 +147,7 @@ def run_training(cfg: TrainConfig) -> TrainResult:
     if len(train_texts) == 0:
         raise SentimentError(f"{cfg.data}: the dataset has no train split to train on")
     embeddings = build_embeddings(cfg.embeddings, train_texts.to_pylist())
+    init_ray()
     model_cfg = dataclasses.replace(
         cfg.model, vocab_size=len(embeddings.vocab), embed_dim=int(embeddings.matrix.shape[1])
     )
