@@ -128,3 +128,29 @@ def test_killed_worker_resumes_from_the_last_checkpoint_and_same_name_resumes(
     assert [h["epoch"] for h in again.metrics["history"]] == list(range(1, 18))
     assert again.metrics["history"][:40] == history
     assert again.metrics["resumed_after"] == [*resumed, 15]
+
+
+def test_two_workers_train_data_parallel_into_one_model(ray_local, tiny_dataset, tmp_path):
+    """DDP over two CPU workers (gloo): each trains on its half of the batches, one model."""
+    cfg = tiny_config(tiny_dataset, tmp_path, workers=2, cpus_per_worker=0.5, epochs=8)
+    result = run_training(cfg)
+    history = result.metrics["history"]
+    # each epoch's figures cover both shards: all whole batches of the train split
+    n_train = result.metrics["train"]["n"]
+    assert all(n_train - 2 * 16 < h["train"]["n"] <= n_train for h in history)
+    assert history[-1]["train"]["loss"] < history[0]["train"]["loss"]
+    assert result.metrics["test"]["n"] > 0
+
+
+def test_store_and_run_storage_accept_uris(ray_local, tiny_dataset, tmp_path):
+    cfg = tiny_config(
+        tiny_dataset,
+        tmp_path,
+        epochs=1,
+        store=f"file://{tmp_path}/uri-store",
+        storage_path=f"file://{tmp_path}/uri-runs",
+    )
+    result = run_training(cfg)
+    assert result.model_dir == f"file://{tmp_path}/uri-store/{result.model_id}"
+    local = resolve_model("latest", f"file://{tmp_path}/uri-store")
+    assert load_model_dir(local).model_id == result.model_id
