@@ -43,10 +43,18 @@ class HandGRU(nn.Module):
         _init_uniform(self, hidden_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, I) -> (B, T, H)
+        return self.recur(self.project(x))
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:  # (..., I) -> (..., 3H)
+        """The input's part of every gate, for all time steps at once: one big matmul
+        instead of T small ones. Without `reset_after` both biases are constants outside
+        the reset product, so both are folded in here."""
+        bias = self.bias_ih if self.reset_after else self.bias_ih + self.bias_hh
+        return F.linear(x, self.weight_ih, bias)
+
+    def recur(self, gates_x: torch.Tensor) -> torch.Tensor:  # (B, T, 3H) -> (B, T, H)
         H = self.hidden_size
-        # The input projection of every time step at once: one big matmul instead of T small ones.
-        gates_x = F.linear(x, self.weight_ih, self.bias_ih)  # (B, T, 3H)
-        h = x.new_zeros(x.shape[0], H)
+        h = gates_x.new_zeros(gates_x.shape[0], H)
         w_hh_t = self.weight_hh.t()
         outputs = []
         if self.reset_after:
@@ -57,8 +65,6 @@ class HandGRU(nn.Module):
                 h = torch.lerp(h, candidate, update)  # (1 - z) h + z h~
                 outputs.append(h)
         else:
-            # Both biases are constants outside the reset product: fold them in once.
-            gates_x = gates_x + self.bias_hh
             w_rz_t, w_n_t = w_hh_t[:, : 2 * H], w_hh_t[:, 2 * H :]
             for gx in gates_x.unbind(1):
                 reset, update = torch.sigmoid(torch.addmm(gx[:, : 2 * H], h, w_rz_t)).chunk(2, 1)
@@ -85,9 +91,14 @@ class PoorMansGRU(nn.Module):
         _init_uniform(self, hidden_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, I) -> (B, T, H)
+        return self.recur(self.project(x))
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:  # (..., I) -> (..., 2H)
+        return F.linear(x, self.weight_ih, self.bias_ih + self.bias_hh)
+
+    def recur(self, gates_x: torch.Tensor) -> torch.Tensor:  # (B, T, 2H) -> (B, T, H)
         H = self.hidden_size
-        gates_x = F.linear(x, self.weight_ih, self.bias_ih + self.bias_hh)  # (B, T, 2H)
-        h = x.new_zeros(x.shape[0], H)
+        h = gates_x.new_zeros(gates_x.shape[0], H)
         w_f_t, w_n_t = self.weight_hh[:H].t(), self.weight_hh[H:].t()
         outputs = []
         for gx in gates_x.unbind(1):
@@ -113,6 +124,27 @@ class TorchGRU(nn.Module):
         out, _ = pad_packed_sequence(self.gru(packed)[0], batch_first=True, total_length=x.shape[1])
         return out
 
+    def project(self, x: torch.Tensor) -> torch.Tensor:  # (..., I) -> (..., 3H)
+        """nn.GRU's input part of each gate (r, z, n), with the r and z recurrent biases."""
+        H, g = self.gru.hidden_size, self.gru
+        bias = g.bias_ih_l0 + torch.cat([g.bias_hh_l0[: 2 * H], g.bias_hh_l0.new_zeros(H)])
+        return F.linear(x, g.weight_ih_l0, bias)
+
+    def recur(self, gates_x: torch.Tensor) -> torch.Tensor:  # (B, T, 3H) -> (B, T, H)
+        """nn.GRU's equations step by step from precomputed input gates (CPU inference)."""
+        H, g = self.gru.hidden_size, self.gru
+        h = gates_x.new_zeros(gates_x.shape[0], H)
+        w_hh_t = g.weight_hh_l0.t()
+        b_n = torch.cat([g.bias_hh_l0.new_zeros(2 * H), g.bias_hh_l0[2 * H :]])
+        outputs = []
+        for gx in gates_x.unbind(1):
+            gh = torch.addmm(b_n, h, w_hh_t)  # (B, 3H)
+            reset, update = torch.sigmoid(gx[:, : 2 * H] + gh[:, : 2 * H]).chunk(2, 1)
+            candidate = torch.tanh(torch.addcmul(gx[:, 2 * H :], reset, gh[:, 2 * H :]))
+            h = torch.lerp(candidate, h, update)  # nn.GRU: (1 - z) n + z h
+            outputs.append(h)
+        return torch.stack(outputs, 1)
+
 
 def reverse_within_length(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Reverse each row's first `length` steps, leaving its padding at the end. (B, T, ...)"""
@@ -136,10 +168,22 @@ class RecurrentEncoder(nn.Module):
         self.layers = nn.ModuleList(layers)
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
-        """(B, T, E) -> one (B, T, H) output per direction, each in its own time order."""
+    def forward(
+        self,
+        x: torch.Tensor | None,
+        lengths: torch.Tensor,
+        first_gates: list[torch.Tensor] | None = None,
+    ) -> list[torch.Tensor]:
+        """(B, T, E) -> one (B, T, H) output per direction, each in its own time order.
+
+        `first_gates`: the first layer's input gates per direction, already computed
+        (from `SentimentGRU.precompute_input_gates`); `x` is then unused.
+        """
         outs: list[torch.Tensor] = []
         for i, cells in enumerate(self.layers):
+            if i == 0 and first_gates is not None:
+                outs = [cell.recur(gates) for cell, gates in zip(cells, first_gates, strict=True)]
+                continue
             if i > 0:  # dropout between layers, as nn.GRU(dropout=...) does
                 x = self.dropout(torch.cat([outs[0], *map(_unreverse(lengths), outs[1:])], -1))
             outs = [_run(cells[0], x, lengths)]
@@ -169,6 +213,23 @@ class SentimentGRU(nn.Module):
         directions = 2 if cfg.bidirectional else 1
         self.dropout = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(directions * cfg.hidden_size, 2)
+        self._gate_tables: list[torch.Tensor] | None = None
+
+    def precompute_input_gates(self) -> None:
+        """For inference: the first layer's input gates of every vocabulary word, once.
+
+        With the weights fixed, W_ih·e_w + b depends on the word alone, so a table
+        look-up replaces the largest matmul of every time step (300 → 3H per token).
+        Dropped again by `train()`; `forward` falls back to the full computation.
+        """
+        with torch.no_grad():
+            table = self.embedding.weight
+            self._gate_tables = [cell.project(table) for cell in self.encoder.layers[0]]
+
+    def train(self, mode: bool = True) -> SentimentGRU:
+        if mode:
+            self._gate_tables = None  # the weights are about to change
+        return super().train(mode)
 
     def set_packed(self, packed: bool) -> None:
         """Run nn.GRU layers on packed sequences (fast with cuDNN) or padded ones (fast on CPU)."""
@@ -179,7 +240,13 @@ class SentimentGRU(nn.Module):
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """ids (B, T) right-padded, lengths (B,) ≥ 1 → log-probabilities (B, 2)."""
         lengths = lengths.clamp(min=1)
-        outs = self.encoder(self.dropout(self.embedding(ids)), lengths)  # D x (B, T, H)
+        if self._gate_tables is not None and not self.training:
+            first = [F.embedding(ids, self._gate_tables[0])]  # (B, T, 3H)
+            if len(self._gate_tables) == 2:
+                first.append(F.embedding(reverse_within_length(ids, lengths), self._gate_tables[1]))
+            outs = self.encoder(None, lengths, first)
+        else:
+            outs = self.encoder(self.dropout(self.embedding(ids)), lengths)  # D x (B, T, H)
         features = torch.cat([_read_out(o, lengths, self.config.readout) for o in outs], -1)
         return F.log_softmax(self.head(F.relu(self.dropout(features))), dim=-1)  # (B, 2)
 

@@ -156,8 +156,15 @@ def test_padding_never_changes_a_result(variant, bidirectional, readout):
     torch.manual_seed(0)
     V, E = 40, 6
     emb = np.random.default_rng(0).normal(size=(V, E)).astype(np.float32)
-    cfg = ModelConfig(variant=variant, vocab_size=V, embed_dim=E, hidden_size=5, layers=2,
-                      bidirectional=bidirectional, readout=readout)  # fmt: skip
+    cfg = ModelConfig(
+        variant=variant,
+        vocab_size=V,
+        embed_dim=E,
+        hidden_size=5,
+        layers=2,
+        bidirectional=bidirectional,
+        readout=readout,
+    )
     model = build_model(cfg, emb).eval()
     ids, lengths = _batch([5, 1, 9, 3], V)
     with torch.no_grad():
@@ -238,3 +245,33 @@ def test_bad_model_settings(kwargs, message):
 def test_grub_is_always_bidirectional():
     assert ModelConfig(variant="grub").bidirectional
     assert not ModelConfig(variant="gru").bidirectional
+
+
+@pytest.mark.parametrize(
+    ("variant", "bidirectional", "layers"),
+    [(v, b, n) for v in VARIANTS for b in (False, True) for n in (1, 2)],
+)
+def test_precomputed_input_gates_give_the_same_outputs(variant, bidirectional, layers):
+    """The inference table (W_ih·e_w + b per word) replaces the first layer's projection exactly;
+    for `gru`/`grub` the step loop re-implements nn.GRU's equations."""
+    torch.manual_seed(0)
+    V, E = 40, 6
+    emb = np.random.default_rng(0).normal(size=(V, E)).astype(np.float32)
+    cfg = ModelConfig(
+        variant=variant,
+        vocab_size=V,
+        embed_dim=E,
+        hidden_size=5,
+        layers=layers,
+        bidirectional=bidirectional,
+        readout="last",
+    )
+    model = build_model(cfg, emb).double().eval()
+    ids, lengths = _batch([5, 1, 9, 3], V)
+    with torch.no_grad():
+        full = model(ids, lengths)
+        model.precompute_input_gates()
+        fast = model(ids, lengths)
+        model.train()  # drops the tables: training always computes the full graph
+        assert model._gate_tables is None
+    torch.testing.assert_close(fast, full, rtol=0, atol=1e-12)
