@@ -41,6 +41,7 @@ __all__ = [
     "SCHEMA",
     "Columns",
     "PrepareReport",
+    "dataset_fingerprint",
     "detect_format",
     "hashed_split",
     "prepare",
@@ -186,6 +187,20 @@ def read_prepared(
         return dataset.to_table(columns=list(columns) if columns else None, filter=where)
     except (pa.ArrowException, OSError) as exc:
         raise SentimentError(f"{path}: cannot read the prepared dataset: {one_line(exc)}") from None
+
+
+def dataset_fingerprint(path: str | Path) -> str:
+    """A digest of a prepared dataset's files (names, sizes, modification times): it
+    changes when the dataset is prepared again, so derived results can be cached by it."""
+    try:
+        dataset = ds.dataset(str(path), format="parquet")
+        infos = dataset.filesystem.get_file_info(sorted(dataset.files))
+    except (pa.ArrowException, OSError) as exc:
+        raise SentimentError(f"{path}: cannot read the prepared dataset: {one_line(exc)}") from None
+    digest = hashlib.sha256()
+    for info in infos:
+        digest.update(f"{info.path}\0{info.size}\0{info.mtime_ns}\n".encode())
+    return digest.hexdigest()
 
 
 def _read_source(path: Path, fmt: str, options: dict) -> pa.Table:

@@ -8,10 +8,13 @@ then turns the last checkpoint into a model directory in the store.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
+import shutil
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -140,13 +143,12 @@ def run_training(cfg: TrainConfig) -> TrainResult:
     from ray.train.torch import TorchTrainer
 
     from sentiment.cluster import init_ray
-    from sentiment.embeddings import build_embeddings
 
     started = time.time()
     train_texts = read_prepared(cfg.data, columns=["text", "split"], split="train")["text"]
     if len(train_texts) == 0:
         raise SentimentError(f"{cfg.data}: the dataset has no train split to train on")
-    embeddings = build_embeddings(cfg.embeddings, train_texts.to_pylist())
+    embeddings = _embeddings(cfg, train_texts.to_pylist())
     init_ray()
     model_cfg = dataclasses.replace(
         cfg.model, vocab_size=len(embeddings.vocab), embed_dim=int(embeddings.matrix.shape[1])
@@ -185,6 +187,38 @@ def run_training(cfg: TrainConfig) -> TrainResult:
 
 
 # --- helpers ------------------------------------------------------------------------------
+
+
+def _embeddings(cfg: TrainConfig, texts: list[str]):
+    """word2vec vectors for this dataset and these settings, cached on this machine.
+
+    Training several variants on one dataset trains word2vec once (skip-gram takes
+    minutes); the cache key covers every embedding setting and the dataset's files.
+    """
+    from sentiment.config import default_home
+    from sentiment.datasets import dataset_fingerprint
+    from sentiment.embeddings import build_embeddings, load_embeddings, save_embeddings
+
+    home = default_home()
+    if cfg.embeddings.source != "train" or "://" in home:
+        return build_embeddings(cfg.embeddings, texts)
+    key = hashlib.sha256(
+        (
+            json.dumps(to_dict(cfg.embeddings), sort_keys=True) + dataset_fingerprint(cfg.data)
+        ).encode()
+    ).hexdigest()[:16]
+    cache = Path(home) / "cache" / "embeddings" / key
+    if (cache / "embeddings.json").exists():
+        log.info("word2vec vectors from the cache %s", cache)
+        return load_embeddings(cache)
+    embeddings = build_embeddings(cfg.embeddings, texts)
+    tmp = cache.with_name(f".{key}-{uuid.uuid4().hex[:8]}")
+    save_embeddings(embeddings, tmp)
+    try:
+        tmp.rename(cache)  # atomic: a concurrent run finds the whole cache entry or none
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return embeddings
 
 
 def _publish(ckpt: Path, cfg: TrainConfig, emb_meta: dict, seconds: float) -> TrainResult:

@@ -13,6 +13,21 @@ REPO = Path(__file__).resolve().parents[1]
 AMAZON = REPO.parent / "shared" / "datasets" / "amazon-multi-domain"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_home(tmp_path_factory):
+    """Models, runs and caches of the tests go to a temporary home, never ~/.sentiment-jobs."""
+    import os
+
+    home = tmp_path_factory.mktemp("home")
+    old = os.environ.get("SENTIMENT_JOBS_HOME")
+    os.environ["SENTIMENT_JOBS_HOME"] = str(home)
+    yield home
+    if old is None:
+        os.environ.pop("SENTIMENT_JOBS_HOME", None)
+    else:
+        os.environ["SENTIMENT_JOBS_HOME"] = old
+
+
 @pytest.fixture(scope="session")
 def amazon_dir() -> Path:
     """The real Amazon multi-domain reviews; tests that need them skip where they are absent."""

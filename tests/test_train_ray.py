@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -154,3 +155,21 @@ def test_store_and_run_storage_accept_uris(ray_local, tiny_dataset, tmp_path):
     assert result.model_dir == f"file://{tmp_path}/uri-store/{result.model_id}"
     local = resolve_model("latest", f"file://{tmp_path}/uri-store")
     assert load_model_dir(local).model_id == result.model_id
+
+
+def test_word2vec_is_trained_once_per_dataset_and_settings(
+    ray_local, tiny_dataset, tmp_path, private_home
+):
+    cfg = tiny_config(
+        tiny_dataset, tmp_path, epochs=1, embeddings=EmbeddingConfig(dim=8, min_count=1, epochs=3)
+    )
+    first = run_training(cfg)
+    cached = list((private_home / "cache" / "embeddings").iterdir())
+    second = run_training(cfg)
+    assert list((private_home / "cache" / "embeddings").iterdir()) == cached
+    assert first.model_id == second.model_id  # same vectors, same training, same weights
+    other = run_training(
+        dataclasses.replace(cfg, embeddings=EmbeddingConfig(dim=8, min_count=1, epochs=4))
+    )
+    assert len(list((private_home / "cache" / "embeddings").iterdir())) == len(cached) + 1
+    assert other.model_id != first.model_id
