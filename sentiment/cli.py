@@ -224,7 +224,10 @@ def embeddings(
     ] = 300,
     min_count: Annotated[int, typer.Option(min=1, help="Train: drop rarer words.")] = 2,
     window: Annotated[int, typer.Option(min=1, help="Train: context window.")] = 5,
-    epochs: Annotated[int, typer.Option(min=1, help="Train: passes over the texts.")] = 10,
+    epochs: Annotated[int, typer.Option(min=1, help="Train: passes over the texts.")] = 20,
+    skipgram: Annotated[
+        bool, typer.Option("--skipgram/--cbow", help="Train: architecture.")
+    ] = True,
     seed: Annotated[int, typer.Option(help="Train: random seed.")] = 0,
     workers: Annotated[
         int, typer.Option(min=1, help="Train: threads; only 1 is reproducible run to run.")
@@ -245,6 +248,7 @@ def embeddings(
             min_count=min_count,
             window=window,
             epochs=epochs,
+            sg=skipgram,
             seed=seed,
             workers=workers,
             limit=limit,
@@ -317,7 +321,10 @@ def train(
             help="auto|word2vec-binary|word2vec-text|glove|keyedvectors|saved ('keyedvectors' unpickles: trusted files only)."
         ),
     ] = "auto",
-    w2v_epochs: Annotated[int, typer.Option(help="word2vec epochs when training vectors.")] = 10,
+    w2v_epochs: Annotated[int, typer.Option(help="word2vec epochs when training vectors.")] = 20,
+    skipgram: Annotated[
+        bool, typer.Option("--skipgram/--cbow", help="word2vec architecture when training vectors.")
+    ] = True,
     w2v_workers: Annotated[int, typer.Option(help="word2vec threads; 1 is reproducible.")] = 1,
     min_count: Annotated[int, typer.Option(help="word2vec: ignore rarer words.")] = 2,
     limit: Annotated[
@@ -377,6 +384,7 @@ def train(
                 source=embeddings,
                 format=embeddings_format,
                 epochs=w2v_epochs,
+                sg=skipgram,
                 workers=w2v_workers,
                 min_count=min_count,
                 seed=seed,

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from sentiment.artifacts import resolve_model, versions
 from sentiment.commit import OutputDir, staged_name
-from sentiment.config import ScoreConfig, SentimentError, to_dict
+from sentiment.config import ScoreConfig, SentimentError, store_location, to_dict
 from sentiment.inputs import InputFile, check_inputs, unified_schema
 from sentiment.scoring import OUTPUT_COLUMNS, STATUSES, Scorer
 
@@ -166,7 +166,7 @@ def run_scoring(cfg: ScoreConfig) -> ScoreSummary:
     started = time.time()
     run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
     output = cfg.output or default_output(cfg.inputs[0])
-    model_dir = str(resolve_model(cfg.model, cfg.store))
+    model_dir = str(resolve_model(cfg.model, store_location(cfg.store)))
     out = OutputDir(output)
     files, skipped = check_inputs(
         list(cfg.inputs), cfg.text_column, cfg.id_column, cfg.on_bad_file, exclude=out.location

@@ -23,7 +23,14 @@ import numpy as np
 import torch
 
 from sentiment import artifacts
-from sentiment.config import SentimentError, TrainConfig, from_dict, to_dict
+from sentiment.config import (
+    SentimentError,
+    TrainConfig,
+    from_dict,
+    storage_location,
+    store_location,
+    to_dict,
+)
 from sentiment.datasets import read_prepared
 from sentiment.evaluation import plot_confusion, plot_loss_curves, summarize
 from sentiment.models import build_model
@@ -172,7 +179,7 @@ def run_training(cfg: TrainConfig) -> TrainResult:
         ),
         run_config=RunConfig(
             name=cfg.name,
-            storage_path=cfg.storage_path,
+            storage_path=storage_location(cfg.storage_path),
             failure_config=FailureConfig(max_failures=cfg.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
         ),
@@ -256,7 +263,7 @@ def _publish(ckpt: Path, cfg: TrainConfig, emb_meta: dict, seconds: float) -> Tr
         plot_loss_curves(history, out / "loss_curve.png")
         if metrics["test"]:
             plot_confusion(metrics["test"]["confusion"], out / "confusion_test.png", "test")
-        target = artifacts.publish(out, cfg.store, model_id)
+        target = artifacts.publish(out, store_location(cfg.store), model_id)
     return TrainResult(model_id=model_id, model_dir=target, metrics=metrics)
 
 

@@ -227,7 +227,7 @@ def evaluate_models(
     training time. With `output`, metrics JSON and confusion PNGs are written there.
     """
     from sentiment.artifacts import METRICS, load_model_dir, resolve_model
-    from sentiment.config import SentimentError, default_home
+    from sentiment.config import SentimentError, store_location
     from sentiment.datasets import read_prepared
     from sentiment.evaluation import plot_confusion
 
@@ -241,7 +241,7 @@ def evaluate_models(
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     rows = []
     for ref in models:
-        directory = resolve_model(ref, store or f"{default_home()}/models")
+        directory = resolve_model(ref, store_location(store))
         loaded = load_model_dir(directory, device)
         recorded = directory / METRICS
         seconds = (
