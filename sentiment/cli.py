@@ -479,7 +479,7 @@ def score(
         ),
     ] = "",
     batch_size: Annotated[int, typer.Option(help="Rows per Ray Data batch.")] = 1024,
-    model_batch_size: Annotated[int, typer.Option(help="Reviews per forward pass.")] = 128,
+    model_batch_size: Annotated[int, typer.Option(help="Reviews per forward pass.")] = 256,
     actors: Annotated[
         int, typer.Option(help="Scoring actors (0: one per GPU, or one per CPU core).")
     ] = 0,

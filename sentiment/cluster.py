@@ -31,6 +31,16 @@ def init_ray(num_cpus: int | None = None, num_gpus: int | None = None) -> None:
     )
 
 
+def failure_reason(exc: BaseException) -> str:
+    """One line from an error Ray raised for a remote task or worker: our own message
+    when a `SentimentError` was raised remotely, else the last line of the error text."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for line in reversed(lines):
+        if "SentimentError: " in line:
+            return line.split("SentimentError: ", 1)[1]
+    return (lines[-1] if lines else type(exc).__name__)[:500]
+
+
 def cluster_resources() -> dict[str, float]:
     """CPUs and GPUs the connected cluster has in total."""
     import ray

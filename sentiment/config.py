@@ -35,6 +35,13 @@ def default_home() -> str:
     return os.environ.get("SENTIMENT_JOBS_HOME") or str(Path.home() / ".sentiment-jobs")
 
 
+def absolute(path: str) -> str:
+    """A local path made absolute (Ray workers run in other directories); URIs as they are."""
+    if not path or "://" in path:
+        return path
+    return os.path.abspath(os.path.expanduser(path))
+
+
 def store_location(store: str) -> str:
     """The model store: as given, or `<home>/models` (resolved where the work runs)."""
     return store or f"{default_home()}/models"
@@ -162,7 +169,7 @@ class ScoreConfig:
     text_column: str = "text"
     id_column: str = ""  # "" -> use review_id if present, else add one from file and row
     batch_size: int = 1024  # rows per Ray Data batch handed to a Scorer
-    model_batch_size: int = 128  # reviews per forward pass inside the Scorer
+    model_batch_size: int = 256  # reviews per forward pass inside the Scorer
     actors: int = 0  # 0 -> one per GPU, or one per CPU core on a CPU cluster
     gpus_per_actor: float = -1.0  # -1 -> 1 if the cluster has GPUs, else 0
     cpus_per_actor: float = 0.0  # 0 -> chosen so read and write tasks keep a CPU

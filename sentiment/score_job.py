@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from sentiment.artifacts import resolve_model, versions
 from sentiment.commit import OutputDir, staged_name
-from sentiment.config import ScoreConfig, SentimentError, store_location, to_dict
+from sentiment.config import ScoreConfig, SentimentError, absolute, store_location, to_dict
 from sentiment.inputs import InputFile, check_inputs, unified_schema
 from sentiment.scoring import OUTPUT_COLUMNS, STATUSES, Scorer
 
@@ -101,7 +101,10 @@ def make_datasource(files: list[InputFile], schema: pa.Schema, add_id: bool):
             pf = pq.ParquetFile(handle)
             offset = sum(pf.metadata.row_group(g).num_rows for g in range(groups[0]))
             for g in groups:
-                table = _conform(pf.read_row_group(g), schema)
+                try:
+                    table = _conform(pf.read_row_group(g), schema)
+                except (OSError, pa.ArrowException) as exc:
+                    raise SentimentError(f"{f.uri}: cannot read row group {g}: {exc}") from None
                 if add_id:
                     ids = [f"{f.uri}:{offset + i}" for i in range(table.num_rows)]
                     table = table.append_column(GENERATED_ID, pa.array(ids, pa.string()))
@@ -166,7 +169,7 @@ def run_scoring(cfg: ScoreConfig) -> ScoreSummary:
     started = time.time()
     run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
     output = cfg.output or default_output(cfg.inputs[0])
-    model_dir = str(resolve_model(cfg.model, store_location(cfg.store)))
+    model_dir = absolute(str(resolve_model(cfg.model, store_location(cfg.store))))
     out = OutputDir(output)
     files, skipped = check_inputs(
         list(cfg.inputs), cfg.text_column, cfg.id_column, cfg.on_bad_file, exclude=out.location
@@ -228,6 +231,8 @@ def _run_pipeline(cfg, todo, schema, add_id, model_dir, out, run_id, plan):
     import ray
     import ray.data
 
+    from sentiment.cluster import failure_reason
+
     ctx = ray.data.DataContext.get_current()
     ctx.max_errored_blocks = 0  # an unreadable block fails the run; it is never dropped
     registry = ray.remote(num_cpus=0)(_Registry).remote()
@@ -250,12 +255,15 @@ def _run_pipeline(cfg, todo, schema, add_id, model_dir, out, run_id, plan):
         num_cpus=plan["cpus"],
     )
     staging = out.staging(run_id)
-    ds.write_parquet(
-        staging,
-        filesystem=out.fs,
-        min_rows_per_file=min(cfg.rows_per_file, 50_000),
-        max_rows_per_file=cfg.rows_per_file,
-    )
+    try:
+        ds.write_parquet(
+            staging,
+            filesystem=out.fs,
+            min_rows_per_file=min(cfg.rows_per_file, 50_000),
+            max_rows_per_file=cfg.rows_per_file,
+        )
+    except Exception as exc:  # Ray Data re-raises a task's error in its own types
+        raise SentimentError(f"scoring run {run_id} failed: {failure_reason(exc)}") from exc
     actors = ray.get(registry.get.remote())
     ray.kill(registry)
     import pyarrow.fs as pafs

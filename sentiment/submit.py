@@ -23,7 +23,7 @@ from typing import Any
 
 import requests
 
-from sentiment.config import ScoreConfig, SentimentError, TrainConfig, to_argv
+from sentiment.config import ScoreConfig, SentimentError, TrainConfig, absolute, to_argv
 
 log = logging.getLogger(__name__)
 PROJECT = Path(__file__).resolve().parents[1]  # holds pyproject.toml and jobs/ in a checkout
@@ -131,20 +131,20 @@ def absolute_paths(cfg: TrainConfig | ScoreConfig) -> TrainConfig | ScoreConfig:
     """The config with local paths made absolute (URIs kept): the job runs in another directory."""
     if isinstance(cfg, TrainConfig):
         emb = cfg.embeddings
-        source = emb.source if emb.source == "train" else _absolute(emb.source)
+        source = emb.source if emb.source == "train" else absolute(emb.source)
         return dataclasses.replace(
             cfg,
-            data=_absolute(cfg.data),
-            store=_absolute(cfg.store),
-            storage_path=_absolute(cfg.storage_path),
+            data=absolute(cfg.data),
+            store=absolute(cfg.store),
+            storage_path=absolute(cfg.storage_path),
             embeddings=dataclasses.replace(emb, source=source),
         )
     return dataclasses.replace(
         cfg,
-        inputs=tuple(_absolute(i) for i in cfg.inputs),
-        output=_absolute(cfg.output) if cfg.output else "",
-        model=cfg.model if cfg.model == "latest" else _absolute(cfg.model),
-        store=_absolute(cfg.store),
+        inputs=tuple(absolute(i) for i in cfg.inputs),
+        output=absolute(cfg.output) if cfg.output else "",
+        model=cfg.model if cfg.model == "latest" else absolute(cfg.model),
+        store=absolute(cfg.store),
     )
 
 
@@ -287,12 +287,6 @@ def _get(address: str, path: str, headers: dict[str, str]) -> requests.Response:
 
 def _is_json(r: requests.Response) -> bool:
     return r.status_code == 200 and r.headers.get("content-type", "").startswith("application/json")
-
-
-def _absolute(path: str) -> str:
-    if not path or "://" in path:
-        return path
-    return os.path.abspath(os.path.expanduser(path))
 
 
 def _state(info: Any) -> JobState:

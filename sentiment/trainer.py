@@ -26,6 +26,7 @@ from sentiment import artifacts
 from sentiment.config import (
     SentimentError,
     TrainConfig,
+    absolute,
     from_dict,
     storage_location,
     store_location,
@@ -149,9 +150,10 @@ def run_training(cfg: TrainConfig) -> TrainResult:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from sentiment.cluster import init_ray
+    from sentiment.cluster import failure_reason, init_ray
 
     started = time.time()
+    cfg = dataclasses.replace(cfg, data=absolute(cfg.data))  # workers run elsewhere
     train_texts = read_prepared(cfg.data, columns=["text", "split"], split="train")["text"]
     if len(train_texts) == 0:
         raise SentimentError(f"{cfg.data}: the dataset has no train split to train on")
@@ -184,9 +186,12 @@ def run_training(cfg: TrainConfig) -> TrainResult:
             checkpoint_config=CheckpointConfig(num_to_keep=2),
         ),
     )
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    except Exception as exc:  # Ray Train raises its own types for errors in workers
+        raise SentimentError(f"training run {cfg.name} failed: {failure_reason(exc)}") from exc
     if result.error is not None:
-        raise result.error
+        raise SentimentError(f"training run {cfg.name} failed: {failure_reason(result.error)}")
     if result.checkpoint is None:
         raise SentimentError(f"training run {cfg.name} produced no checkpoint")
     with result.checkpoint.as_directory() as ckpt:

@@ -173,3 +173,10 @@ def test_word2vec_is_trained_once_per_dataset_and_settings(
     )
     assert len(list((private_home / "cache" / "embeddings").iterdir())) == len(cached) + 1
     assert other.model_id != first.model_id
+
+
+def test_a_relative_dataset_path_works(ray_local, tiny_dataset, tmp_path, monkeypatch):
+    """Ray Train workers run in their own directories: the driver resolves the path."""
+    monkeypatch.chdir(tiny_dataset.parent)
+    result = run_training(tiny_config(Path(tiny_dataset.name), tmp_path, epochs=1))
+    assert result.metrics["test"]["n"] > 0
