@@ -284,8 +284,8 @@ def train(
     data: Annotated[str, typer.Option(help="Prepared dataset (directory or URI) from `prepare`.")],
     model: Annotated[Variant, typer.Option(help="GRU variant (SPEC.md).")] = Variant.gru,
     epochs: Annotated[int, typer.Option(help="Passes over the training split.")] = 6,
-    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 2e-3,
-    batch_size: Annotated[int, typer.Option(help="Reviews per step, length-bucketed.")] = 32,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 4e-3,
+    batch_size: Annotated[int, typer.Option(help="Reviews per step, length-bucketed.")] = 64,
     hidden_size: Annotated[int, typer.Option(help="GRU state size.")] = 100,
     layers: Annotated[int, typer.Option(help="Stacked recurrent layers.")] = 1,
     dropout: Annotated[

@@ -47,31 +47,15 @@ class HandGRU(nn.Module):
 
     def project(self, x: torch.Tensor) -> torch.Tensor:  # (..., I) -> (..., 3H)
         """The input's part of every gate, for all time steps at once: one big matmul
-        instead of T small ones. Without `reset_after` both biases are constants outside
-        the reset product, so both are folded in here."""
-        bias = self.bias_ih if self.reset_after else self.bias_ih + self.bias_hh
-        return F.linear(x, self.weight_ih, bias)
+        instead of T small ones. The recurrent biases that are constants outside the
+        reset product are folded in here (the candidate's too, without `reset_after`)."""
+        return F.linear(
+            x, self.weight_ih, self.bias_ih + _outer_bias(self.bias_hh, self.reset_after)
+        )
 
     def recur(self, gates_x: torch.Tensor) -> torch.Tensor:  # (B, T, 3H) -> (B, T, H)
-        H = self.hidden_size
-        h = gates_x.new_zeros(gates_x.shape[0], H)
-        w_hh_t = self.weight_hh.t()
-        outputs = []
-        if self.reset_after:
-            for gx in gates_x.unbind(1):
-                gh = torch.addmm(self.bias_hh, h, w_hh_t)  # (B, 3H)
-                reset, update = torch.sigmoid(gx[:, : 2 * H] + gh[:, : 2 * H]).chunk(2, 1)
-                candidate = torch.tanh(torch.addcmul(gx[:, 2 * H :], reset, gh[:, 2 * H :]))
-                h = torch.lerp(h, candidate, update)  # (1 - z) h + z h~
-                outputs.append(h)
-        else:
-            w_rz_t, w_n_t = w_hh_t[:, : 2 * H], w_hh_t[:, 2 * H :]
-            for gx in gates_x.unbind(1):
-                reset, update = torch.sigmoid(torch.addmm(gx[:, : 2 * H], h, w_rz_t)).chunk(2, 1)
-                candidate = torch.tanh(torch.addmm(gx[:, 2 * H :], reset * h, w_n_t))
-                h = torch.lerp(h, candidate, update)
-                outputs.append(h)
-        return torch.stack(outputs, 1)
+        inner = self.bias_hh.chunk(3)[2] if self.reset_after else None
+        return gru_steps(gates_x, self.weight_hh, inner, update_keeps=False)
 
 
 class PoorMansGRU(nn.Module):
@@ -97,13 +81,15 @@ class PoorMansGRU(nn.Module):
         return F.linear(x, self.weight_ih, self.bias_ih + self.bias_hh)
 
     def recur(self, gates_x: torch.Tensor) -> torch.Tensor:  # (B, T, 2H) -> (B, T, H)
-        H = self.hidden_size
-        h = gates_x.new_zeros(gates_x.shape[0], H)
-        w_f_t, w_n_t = self.weight_hh[:H].t(), self.weight_hh[H:].t()
+        # Split once, outside the loop: slicing inside it costs a zero-filled copy per
+        # step in the backward pass.
+        x_forget, x_candidate = (g.unbind(1) for g in gates_x.chunk(2, dim=2))
+        u_forget, u_candidate = (w.t() for w in self.weight_hh.chunk(2))
+        h = gates_x.new_zeros(gates_x.shape[0], self.hidden_size)
         outputs = []
-        for gx in gates_x.unbind(1):
-            forget = torch.sigmoid(torch.addmm(gx[:, :H], h, w_f_t))
-            candidate = torch.tanh(torch.addmm(gx[:, H:], forget * h, w_n_t))
+        for xf, xn in zip(x_forget, x_candidate, strict=True):
+            forget = torch.sigmoid(torch.addmm(xf, h, u_forget))
+            candidate = torch.tanh(torch.addmm(xn, forget * h, u_candidate))
             h = torch.lerp(h, candidate, forget)
             outputs.append(h)
         return torch.stack(outputs, 1)
@@ -126,24 +112,54 @@ class TorchGRU(nn.Module):
 
     def project(self, x: torch.Tensor) -> torch.Tensor:  # (..., I) -> (..., 3H)
         """nn.GRU's input part of each gate (r, z, n), with the r and z recurrent biases."""
-        H, g = self.gru.hidden_size, self.gru
-        bias = g.bias_ih_l0 + torch.cat([g.bias_hh_l0[: 2 * H], g.bias_hh_l0.new_zeros(H)])
-        return F.linear(x, g.weight_ih_l0, bias)
+        g = self.gru
+        return F.linear(x, g.weight_ih_l0, g.bias_ih_l0 + _outer_bias(g.bias_hh_l0, True))
 
     def recur(self, gates_x: torch.Tensor) -> torch.Tensor:  # (B, T, 3H) -> (B, T, H)
-        """nn.GRU's equations step by step from precomputed input gates (CPU inference)."""
-        H, g = self.gru.hidden_size, self.gru
-        h = gates_x.new_zeros(gates_x.shape[0], H)
-        w_hh_t = g.weight_hh_l0.t()
-        b_n = torch.cat([g.bias_hh_l0.new_zeros(2 * H), g.bias_hh_l0[2 * H :]])
-        outputs = []
-        for gx in gates_x.unbind(1):
-            gh = torch.addmm(b_n, h, w_hh_t)  # (B, 3H)
-            reset, update = torch.sigmoid(gx[:, : 2 * H] + gh[:, : 2 * H]).chunk(2, 1)
-            candidate = torch.tanh(torch.addcmul(gx[:, 2 * H :], reset, gh[:, 2 * H :]))
-            h = torch.lerp(candidate, h, update)  # nn.GRU: (1 - z) n + z h
-            outputs.append(h)
-        return torch.stack(outputs, 1)
+        """nn.GRU's equations step by step from precomputed input gates, with its weights."""
+        g = self.gru
+        return gru_steps(gates_x, g.weight_hh_l0, g.bias_hh_l0.chunk(3)[2], update_keeps=True)
+
+
+def gru_steps(
+    gates_x: torch.Tensor,
+    weight_hh: torch.Tensor,
+    inner_bias: torch.Tensor | None,
+    update_keeps: bool,
+) -> torch.Tensor:
+    """The GRU recurrence over (B, T, 3H) input gates [reset, update, candidate].
+
+    `inner_bias` given: the reset gate applies after the recurrent product,
+    r ⊙ (U_h h + b) (nn.GRU); None: before it, U_h (r ⊙ h) (SPEC.md). `update_keeps`:
+    z weighs the old state (nn.GRU: h = (1 - z) h~ + z h) instead of the new one.
+    Gates and weights are split once, outside the loop: slicing inside it costs a
+    zero-filled copy per step in the backward pass.
+    """
+    x_reset, x_update, x_candidate = (g.unbind(1) for g in gates_x.chunk(3, dim=2))
+    u_reset, u_update, u_candidate = (w.t() for w in weight_hh.chunk(3))
+    h = gates_x.new_zeros(gates_x.shape[0], weight_hh.shape[1])
+    outputs = []
+    for xr, xz, xn in zip(x_reset, x_update, x_candidate, strict=True):
+        reset = torch.sigmoid(torch.addmm(xr, h, u_reset))
+        update = torch.sigmoid(torch.addmm(xz, h, u_update))
+        if inner_bias is None:
+            candidate = torch.tanh(torch.addmm(xn, reset * h, u_candidate))
+        else:
+            candidate = torch.tanh(
+                torch.addcmul(xn, reset, torch.addmm(inner_bias, h, u_candidate))
+            )
+        h = torch.lerp(candidate, h, update) if update_keeps else torch.lerp(h, candidate, update)
+        outputs.append(h)
+    return torch.stack(outputs, 1)
+
+
+def _outer_bias(bias_hh: torch.Tensor, reset_after: bool) -> torch.Tensor:
+    """The recurrent biases that add outside the reset product: r and z always, the
+    candidate's only when the reset gate applies before U_h."""
+    if not reset_after:
+        return bias_hh
+    H = bias_hh.shape[0] // 3
+    return torch.cat([bias_hh[: 2 * H], bias_hh.new_zeros(H)])
 
 
 def reverse_within_length(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -214,6 +230,7 @@ class SentimentGRU(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(directions * cfg.hidden_size, 2)
         self._gate_tables: list[torch.Tensor] | None = None
+        self.steps = False
 
     def precompute_input_gates(self) -> None:
         """For inference: the first layer's input gates of every vocabulary word, once.
@@ -225,6 +242,23 @@ class SentimentGRU(nn.Module):
         with torch.no_grad():
             table = self.embedding.weight
             self._gate_tables = [cell.project(table) for cell in self.encoder.layers[0]]
+
+    @property
+    def word_gates(self) -> bool:
+        """Whether training may compute first-layer gates per distinct word (see forward)."""
+        return self.config.freeze_embeddings and self.config.dropout == 0 and self.steps
+
+    def set_steps(self, steps: bool) -> None:
+        """Run nn.GRU layers as their equations step by step (CPU training: lets the first
+        layer's input gates be computed once per distinct word), or natively."""
+        self.steps = steps
+
+    @staticmethod
+    def _first_gates(index: torch.Tensor, lengths: torch.Tensor, tables: list[torch.Tensor]):
+        first = [F.embedding(index, tables[0])]  # (B, T, 3H)
+        if len(tables) == 2:
+            first.append(F.embedding(reverse_within_length(index, lengths), tables[1]))
+        return first
 
     def train(self, mode: bool = True) -> SentimentGRU:
         if mode:
@@ -241,10 +275,15 @@ class SentimentGRU(nn.Module):
         """ids (B, T) right-padded, lengths (B,) ≥ 1 → log-probabilities (B, 2)."""
         lengths = lengths.clamp(min=1)
         if self._gate_tables is not None and not self.training:
-            first = [F.embedding(ids, self._gate_tables[0])]  # (B, T, 3H)
-            if len(self._gate_tables) == 2:
-                first.append(F.embedding(reverse_within_length(ids, lengths), self._gate_tables[1]))
-            outs = self.encoder(None, lengths, first)
+            outs = self.encoder(None, lengths, self._first_gates(ids, lengths, self._gate_tables))
+        elif self.word_gates and self.training:
+            # Frozen embeddings: the first layer's input gates depend on the word alone, so
+            # project each distinct word of the batch once (about a third of its tokens)
+            # and gather; autograd sums the gathered gradients back per word.
+            words, index = torch.unique(ids, return_inverse=True)
+            vectors = self.embedding(words)  # (U, E)
+            tables = [cell.project(vectors) for cell in self.encoder.layers[0]]  # (U, 3H)
+            outs = self.encoder(None, lengths, self._first_gates(index, lengths, tables))
         else:
             outs = self.encoder(self.dropout(self.embedding(ids)), lengths)  # D x (B, T, H)
         features = torch.cat([_read_out(o, lengths, self.config.readout) for o in outs], -1)

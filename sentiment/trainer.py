@@ -99,7 +99,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     if "train" not in splits:
         raise SentimentError(f"{cfg.data}: no training reviews")
     model = build_model(cfg.model, loop_config["matrix"]).to(device)
-    model.set_packed(device.type == "cuda")  # cuDNN packs fast; padded is faster on CPU
+    # cuDNN runs packed sequences fast; on CPU stepping the equations measured faster
+    # (first-layer gates once per distinct word: tests/benchmarks/RESULTS.md).
+    model.set_packed(device.type == "cuda")
+    model.set_steps(device.type == "cpu")
     optimizer = torch.optim.Adam(
         [p for p in model.parameters() if p.requires_grad], lr=cfg.lr, betas=(0.9, 0.999)
     )

@@ -275,3 +275,42 @@ def test_precomputed_input_gates_give_the_same_outputs(variant, bidirectional, l
         model.train()  # drops the tables: training always computes the full graph
         assert model._gate_tables is None
     torch.testing.assert_close(fast, full, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("variant", "bidirectional"), [(v, b) for v in VARIANTS for b in (False, True)]
+)
+def test_training_with_per_word_gates_gives_the_same_loss_and_gradients(variant, bidirectional):
+    """CPU training steps the equations and projects each distinct word once; the loss and
+    every gradient equal those of the native computation (nn.GRU for gru/grub)."""
+    torch.manual_seed(0)
+    V, E = 30, 6
+    emb = np.random.default_rng(0).normal(size=(V, E)).astype(np.float32)
+    cfg = ModelConfig(
+        variant=variant,
+        vocab_size=V,
+        embed_dim=E,
+        hidden_size=5,
+        layers=2,
+        bidirectional=bidirectional,
+    )
+    model = build_model(cfg, emb).double().train()
+    ids, lengths = _batch([5, 1, 9, 3, 9], V)
+    labels = torch.tensor([0, 1, 1, 0, 1])
+
+    def loss_and_grads(steps: bool):
+        model.set_steps(steps)
+        model.zero_grad()
+        loss = torch.nn.functional.nll_loss(model(ids, lengths), labels)
+        loss.backward()
+        return loss.item(), {
+            n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad
+        }
+
+    native_loss, native = loss_and_grads(False)
+    steps_loss, stepped = loss_and_grads(True)
+    assert model.word_gates
+    assert steps_loss == pytest.approx(native_loss, abs=1e-12)
+    assert native.keys() == stepped.keys()
+    for name in native:
+        torch.testing.assert_close(stepped[name], native[name], rtol=0, atol=1e-10, msg=name)

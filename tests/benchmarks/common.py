@@ -61,6 +61,7 @@ def plain_train(cfg: TrainConfig, emb: Embeddings, threads: int, log=print) -> d
     )
     splits = load_splits(cfg, emb.vocab)
     model = build_model(model_cfg, emb.matrix)
+    model.set_steps(True)  # as the Ray Train loop does on CPU
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
     device = torch.device("cpu")
     history = []
