@@ -159,7 +159,9 @@ def test_a_failed_run_leaves_the_previous_output_committed_and_intact(
     big = pa.table({"text": [r["text"] for r in make_reviews(4000, seed=9)]})
     pq.write_table(big, tmp_path / "in" / "late.parquet", row_group_size=500, compression="snappy")
     corrupt_middle(tmp_path / "in" / "late.parquet")
-    with pytest.raises(SentimentError, match=r"scoring run .* failed: .*late\.parquet: cannot read row group"):
+    with pytest.raises(
+        SentimentError, match=r"scoring run .* failed: .*late\.parquet: cannot read row group"
+    ):
         score([tmp_path / "in"], tmp_path / "out", tiny_model)
     after = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir() if p.is_file()}
     assert after == before  # same files, same bytes: _SUCCESS still names the first run

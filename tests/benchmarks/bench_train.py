@@ -100,7 +100,7 @@ def ray_train_epochs(cfg: TrainConfig, threads: int) -> tuple[float, float, dict
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--skip-ray", action="store_true")
     parser.add_argument("--variants", default="gru,grub,gruh,pmgru")
@@ -152,7 +152,8 @@ def main() -> None:
 
     table = results_table(rows)
     rates = "\n".join(
-        f"| `{r['model']}` | {r['rate']:,.0f} | {r['rate'] / batch1.get(r['model'], np.nan):.1f}× |"
+        f"| `{r['model']}` | {r['rate']:,.0f} | "
+        + (f"{r['rate'] / batch1[r['model']]:.1f}× |" if r["model"] in batch1 else "– |")
         for r in rows
     )
     body = f"""
