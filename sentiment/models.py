@@ -135,8 +135,6 @@ def gru_steps(
     Gates and weights are split once, outside the loop: slicing inside it costs a
     zero-filled copy per step in the backward pass.
     """
-    if not torch.is_grad_enabled():
-        return _gru_steps_inference(gates_x, weight_hh, inner_bias, update_keeps)
     x_reset, x_update, x_candidate = (g.unbind(1) for g in gates_x.chunk(3, dim=2))
     u_reset, u_update, u_candidate = (w.t() for w in weight_hh.chunk(3))
     h = gates_x.new_zeros(gates_x.shape[0], weight_hh.shape[1])
@@ -152,39 +150,6 @@ def gru_steps(
             )
         h = torch.lerp(candidate, h, update) if update_keeps else torch.lerp(h, candidate, update)
         outputs.append(h)
-    return torch.stack(outputs, 1)
-
-
-def _gru_steps_inference(gates_x, weight_hh, inner_bias, update_keeps) -> torch.Tensor:
-    """`gru_steps` without autograd: fewer, larger ops per step (slices cost nothing when
-    there is no backward pass), which measured about 20 % faster for scoring."""
-    H = weight_hh.shape[1]
-    w_t = weight_hh.t()
-    h = gates_x.new_zeros(gates_x.shape[0], H)
-    outputs = []
-    if inner_bias is not None:  # reset after U_h: one matmul for all three gates
-        bias = torch.cat([inner_bias.new_zeros(2 * H), inner_bias])
-        for gx in gates_x.unbind(1):
-            gh = torch.addmm(bias, h, w_t)  # (B, 3H)
-            reset, update = torch.sigmoid(gx[:, : 2 * H] + gh[:, : 2 * H]).chunk(2, 1)
-            candidate = torch.tanh(torch.addcmul(gx[:, 2 * H :], reset, gh[:, 2 * H :]))
-            h = (
-                torch.lerp(candidate, h, update)
-                if update_keeps
-                else torch.lerp(h, candidate, update)
-            )
-            outputs.append(h)
-    else:
-        w_rz, w_n = w_t[:, : 2 * H], w_t[:, 2 * H :]
-        for gx in gates_x.unbind(1):
-            reset, update = torch.sigmoid(torch.addmm(gx[:, : 2 * H], h, w_rz)).chunk(2, 1)
-            candidate = torch.tanh(torch.addmm(gx[:, 2 * H :], reset * h, w_n))
-            h = (
-                torch.lerp(candidate, h, update)
-                if update_keeps
-                else torch.lerp(h, candidate, update)
-            )
-            outputs.append(h)
     return torch.stack(outputs, 1)
 
 

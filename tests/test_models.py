@@ -314,20 +314,3 @@ def test_training_with_per_word_gates_gives_the_same_loss_and_gradients(variant,
     assert native.keys() == stepped.keys()
     for name in native:
         torch.testing.assert_close(stepped[name], native[name], rtol=0, atol=1e-10, msg=name)
-
-
-@pytest.mark.parametrize("inner", [False, True], ids=["reset-before", "reset-after"])
-@pytest.mark.parametrize("update_keeps", [False, True], ids=["spec-update", "nn-gru-update"])
-def test_inference_steps_equal_the_autograd_steps(inner, update_keeps):
-    """Without autograd the recurrence takes a fused path; it computes the same function."""
-    from sentiment.models import gru_steps
-
-    torch.manual_seed(0)
-    gates = torch.randn(3, 7, 12, dtype=torch.float64)
-    weight = torch.randn(12, 4, dtype=torch.float64)
-    bias = torch.randn(4, dtype=torch.float64) if inner else None
-    with torch.enable_grad():
-        trained = gru_steps(gates, weight, bias, update_keeps)
-    with torch.no_grad():
-        scored = gru_steps(gates, weight, bias, update_keeps)
-    torch.testing.assert_close(scored, trained, rtol=0, atol=1e-12)
