@@ -36,6 +36,8 @@ def _main(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    if not verbose:
+        logging.getLogger("gensim").setLevel(logging.WARNING)  # a line per word2vec step
 
 
 @contextlib.contextmanager
