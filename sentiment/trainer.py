@@ -38,10 +38,10 @@ from sentiment.models import build_model
 from sentiment.text import Vocabulary
 from sentiment.training import (
     EncodedSplit,
-    cosine_lr,
     encode_split,
     hash_fraction,
     length_batches,
+    lr_schedule,
     predict,
     train_epoch,
 )
@@ -119,11 +119,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             rank=rank,
             world_size=world,
         )
-        lr_at = (
-            cosine_lr(cfg.lr, epoch, cfg.epochs, len(batches))
-            if cfg.lr_schedule == "cosine"
-            else None
-        )
+        lr_at = lr_schedule(cfg.lr_schedule, cfg.lr, epoch, cfg.epochs, len(batches))
         stats = train_epoch(
             ddp_model, splits["train"], batches, optimizer, device, cfg.grad_clip, lr_at
         )

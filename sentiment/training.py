@@ -73,12 +73,16 @@ def encode_split(
     )
 
 
-def cosine_lr(base: float, epoch: int, epochs: int, steps_per_epoch: int) -> Callable[[int], float]:
-    """Cosine decay from `base` to 0 over the whole run, as a function of the step in `epoch`.
+def lr_schedule(
+    schedule: str, base: float, epoch: int, epochs: int, steps_per_epoch: int
+) -> Callable[[int], float] | None:
+    """The learning rate at each step of `epoch`; None for a constant rate.
 
-    A pure function of (epoch, step): a resumed run continues the same schedule
-    without any scheduler state in the checkpoint.
+    `cosine` decays from `base` to 0 over the whole run. A pure function of (epoch,
+    step): a resumed run continues the same schedule with no scheduler state saved.
     """
+    if schedule == "constant":
+        return None
     total = max(1, epochs * steps_per_epoch)
     return lambda step: (
         base * 0.5 * (1 + math.cos(math.pi * (epoch * steps_per_epoch + step) / total))

@@ -17,7 +17,7 @@ from sentiment.config import TrainConfig
 from sentiment.embeddings import Embeddings, build_embeddings, load_embeddings, save_embeddings
 from sentiment.models import build_model
 from sentiment.trainer import load_splits
-from sentiment.training import cosine_lr, evaluate_split, length_batches, train_epoch
+from sentiment.training import evaluate_split, length_batches, lr_schedule, train_epoch
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -52,7 +52,9 @@ def amazon_embeddings(cfg: TrainConfig) -> Embeddings:
     return emb
 
 
-def plain_train(cfg: TrainConfig, emb: Embeddings, threads: int, log=print) -> dict[str, Any]:
+def plain_train(
+    cfg: TrainConfig, emb: Embeddings, threads: int, log=print, evaluate=("val", "test")
+) -> dict[str, Any]:
     """The Ray Train loop's steps in one process, no Ray: for accuracy sweeps and the overhead check."""
     torch.set_num_threads(threads)
     torch.manual_seed(cfg.seed)
@@ -69,16 +71,12 @@ def plain_train(cfg: TrainConfig, emb: Embeddings, threads: int, log=print) -> d
         batches = length_batches(
             splits["train"].lengths, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=epoch
         )
-        lr_at = (
-            cosine_lr(cfg.lr, epoch, cfg.epochs, len(batches))
-            if cfg.lr_schedule == "cosine"
-            else None
-        )
+        lr_at = lr_schedule(cfg.lr_schedule, cfg.lr, epoch, cfg.epochs, len(batches))
         stats = train_epoch(
             model, splits["train"], batches, optimizer, device, cfg.grad_clip, lr_at
         )
         record = {"epoch": epoch + 1, "train": stats}
-        for name in ("val", "test"):
+        for name in evaluate:
             if name in splits:
                 record[name] = evaluate_split(model, splits[name], device)
         history.append(record)

@@ -72,7 +72,7 @@ def main() -> None:
             continue
         cfg = configure(base, change)
         print(label, flush=True)
-        out = plain_train(cfg, amazon_embeddings(cfg), args.threads)
+        out = plain_train(cfg, amazon_embeddings(cfg), args.threads, evaluate=("val",))
         history = out["history"]
         best = max(h["val"]["accuracy"] for h in history)
         rate = sum(h["train"]["n"] for h in history) / sum(h["train"]["seconds"] for h in history)
