@@ -127,7 +127,7 @@ def test_killed_worker_resumes_from_the_last_checkpoint_and_same_name_resumes(
     # Running again under the same name with more epochs continues instead of starting over.
     again = run_training(tiny_config(tiny_dataset, tmp_path, name="resume", epochs=17))
     assert [h["epoch"] for h in again.metrics["history"]] == list(range(1, 18))
-    assert again.metrics["history"][:40] == history
+    assert again.metrics["history"][:15] == history
     assert again.metrics["resumed_after"] == [*resumed, 15]
 
 
