@@ -74,8 +74,8 @@ class EmbeddingConfig:
     min_count: int = 2
     window: int = 5
     epochs: int = 20
-    # Skip-gram: on 6,400 reviews it beat CBOW (the Google News recipe) by about 3 points
-    # of validation accuracy downstream (tests/benchmarks/RESULTS.md); it trains slower.
+    # Skip-gram: on 6,400 reviews it beat CBOW (the Google News recipe) by 3.3 points of
+    # validation accuracy downstream (tests/benchmarks/RESULTS.md); it trains slower.
     sg: bool = True
     seed: int = 0
     workers: int = 1  # 1 is reproducible run to run; more are faster but not
