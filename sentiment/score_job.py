@@ -15,7 +15,7 @@ import logging
 import math
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
@@ -37,6 +37,25 @@ ROW_GROUPS_PER_TASK = 4
 class ScoreSummary:
     output: str
     manifest: dict[str, Any]
+
+
+@dataclass
+class _Run:
+    """One scoring run: what it decided before starting, and what it wrote."""
+
+    cfg: ScoreConfig
+    run_id: str
+    started: float
+    out: OutputDir
+    model_dir: str
+    todo: list[InputFile]  # files this run scores
+    skipped: list[dict[str, str]]
+    previous: dict[str, Any] | None  # the committed manifest an incremental run extends
+    kept_inputs: list[dict[str, Any]] = field(default_factory=list)
+    kept_files: list[dict[str, Any]] = field(default_factory=list)
+    plan: dict[str, float] = field(default_factory=dict)
+    staged: list[str] = field(default_factory=list)
+    actors: list[dict[str, Any]] = field(default_factory=list)
 
 
 class ScorerActor:
@@ -180,39 +199,21 @@ def run_scoring(cfg: ScoreConfig) -> ScoreSummary:
         out.prepare()
         previous = out.committed_manifest() if cfg.incremental else None
         todo, kept_inputs, kept_files = _incremental_plan(files, previous)
+        run = _Run(
+            cfg, run_id, started, out, model_dir, todo, skipped, previous, kept_inputs, kept_files
+        )
         schema = unified_schema(todo) if todo else None
         if schema is not None:
             _check_output_names(schema, todo)
         add_id = bool(schema is not None and not cfg.id_column and "review_id" not in schema.names)
-
-        rows_in = sum(f.rows for f in todo)
-        staged: list[str] = []
-        actors: list[dict[str, Any]] = []
         init_ray()  # after the checks: a bad input fails before any Ray starts
-        plan = plan_resources(cfg, cluster_resources())
+        run.plan = plan_resources(cfg, cluster_resources())
         try:
             if todo:
-                staged, actors = _run_pipeline(
-                    cfg, todo, schema, add_id, model_dir, out, run_id, plan
-                )
-            counts = _verify(staged, rows_in, out, run_id)
-            manifest = _manifest(
-                cfg,
-                run_id,
-                model_dir,
-                started,
-                todo,
-                skipped,
-                staged,
-                counts,
-                kept_inputs,
-                kept_files,
-                previous,
-                actors,
-                plan,
-                output,
-            )
-            out.commit(run_id, staged, manifest)
+                _run_pipeline(run, schema, add_id)
+            counts = _verify(run.staged, sum(f.rows for f in todo), out, run_id)
+            manifest = _manifest(run, counts)
+            out.commit(run_id, run.staged, manifest)
         except BaseException:
             out.discard(run_id)
             raise
@@ -227,20 +228,24 @@ def default_output(first_input: str) -> str:
     return (base[: -len(".parquet")] if base.endswith(".parquet") else base) + ".scored"
 
 
-def _run_pipeline(cfg, todo, schema, add_id, model_dir, out, run_id, plan):
+def _run_pipeline(run: _Run, schema: pa.Schema, add_id: bool) -> None:
+    """Read, score and write the run's files to its staging area; sets `run.staged`."""
+    import pyarrow.fs as pafs
     import ray
     import ray.data
 
     from sentiment.cluster import failure_reason
 
+    cfg, plan, out = run.cfg, run.plan, run.out
+
     ctx = ray.data.DataContext.get_current()
     ctx.max_errored_blocks = 0  # an unreadable block fails the run; it is never dropped
     registry = ray.remote(num_cpus=0)(_Registry).remote()
-    ds = ray.data.read_datasource(make_datasource(todo, schema, add_id))
+    ds = ray.data.read_datasource(make_datasource(run.todo, schema, add_id))
     ds = ds.map_batches(
         ScorerActor,
         fn_constructor_kwargs={
-            "model_dir": model_dir,
+            "model_dir": run.model_dir,
             "text_column": cfg.text_column,
             "max_tokens": cfg.max_tokens,
             "batch_size": cfg.model_batch_size,
@@ -254,7 +259,7 @@ def _run_pipeline(cfg, todo, schema, add_id, model_dir, out, run_id, plan):
         num_gpus=plan["gpus"],
         num_cpus=plan["cpus"],
     )
-    staging = out.staging(run_id)
+    staging = out.staging(run.run_id)
     try:
         ds.write_parquet(
             staging,
@@ -263,18 +268,15 @@ def _run_pipeline(cfg, todo, schema, add_id, model_dir, out, run_id, plan):
             max_rows_per_file=cfg.rows_per_file,
         )
     except Exception as exc:  # Ray Data re-raises a task's error in its own types
-        raise SentimentError(f"scoring run {run_id} failed: {failure_reason(exc)}") from exc
-    actors = ray.get(registry.get.remote())
+        raise SentimentError(f"scoring run {run.run_id} failed: {failure_reason(exc)}") from exc
+    run.actors = ray.get(registry.get.remote())
     ray.kill(registry)
-    import pyarrow.fs as pafs
-
     selector = pafs.FileSelector(staging, recursive=True, allow_not_found=True)
-    staged = sorted(
+    run.staged = sorted(
         i.path
         for i in out.fs.get_file_info(selector)
         if i.type == pafs.FileType.File and i.path.endswith(".parquet")
     )
-    return staged, actors
 
 
 def _verify(staged: list[str], rows_in: int, out: OutputDir, run_id: str) -> dict[str, int]:
@@ -318,54 +320,38 @@ def _check_output_names(schema: pa.Schema, files: list[InputFile]) -> None:
         )
 
 
-def _manifest(
-    cfg,
-    run_id,
-    model_dir,
-    started,
-    todo,
-    skipped,
-    staged,
-    counts,
-    kept_inputs,
-    kept_files,
-    previous,
-    actors,
-    plan,
-    output,
-) -> dict[str, Any]:
+def _manifest(run: _Run, counts: dict[str, int]) -> dict[str, Any]:
+    """The committed state after this run: its own counts and the whole output's."""
     finished = time.time()
-    model_id = _model_id(model_dir)
     new_files = []
-    for i, path in enumerate(staged):
-        with OutputDir(output).fs.open_input_file(path) as f:
+    for i, path in enumerate(run.staged):
+        with run.out.fs.open_input_file(path) as f:
             rows = pq.ParquetFile(f).metadata.num_rows
-        new_files.append({"name": staged_name(run_id, i), "rows": rows, "run_id": run_id})
-    inputs = list(kept_inputs) + [
-        {"path": f.uri, "size": f.size, "rows": f.rows, "run_id": run_id} for f in todo
+        new_files.append({"name": staged_name(run.run_id, i), "rows": rows, "run_id": run.run_id})
+    inputs = list(run.kept_inputs) + [
+        {"path": f.uri, "size": f.size, "rows": f.rows, "run_id": run.run_id} for f in run.todo
     ]
-    files = list(kept_files) + new_files
-    totals = dict((previous or {}).get("totals", {})) if kept_files else {}
+    totals = dict((run.previous or {}).get("totals", {})) if run.kept_files else {}
     for k, v in counts.items():
         totals[k] = totals.get(k, 0) + v
-    seconds = finished - started
+    seconds = finished - run.started
     return {
-        "run_id": run_id,
-        "mode": "incremental" if cfg.incremental else "full",
-        "model_id": model_id,
-        "model_dir": model_dir,
-        "started_at": _iso(started),
+        "run_id": run.run_id,
+        "mode": "incremental" if run.cfg.incremental else "full",
+        "model_id": _model_id(run.model_dir),
+        "model_dir": run.model_dir,
+        "started_at": _iso(run.started),
         "finished_at": _iso(finished),
         "seconds": round(seconds, 3),
         "rows_per_s": round(counts["rows_in"] / seconds, 1) if seconds else None,
-        "this_run": {**counts, "inputs": [f.uri for f in todo]},
+        "this_run": {**counts, "inputs": [f.uri for f in run.todo]},
         "totals": totals,
         "inputs": inputs,
-        "skipped": skipped,
-        "files": files,
-        "actors": actors,
-        "resources": plan,
-        "settings": to_dict(cfg),
+        "skipped": run.skipped,
+        "files": list(run.kept_files) + new_files,
+        "actors": run.actors,
+        "resources": run.plan,
+        "settings": to_dict(run.cfg),
         "versions": versions(),
     }
 

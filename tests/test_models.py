@@ -147,25 +147,24 @@ def _batch(lengths, vocab, seed=0):
     return ids, torch.tensor(lengths)
 
 
+def small_model(variant: str, vocab: int = 40, layers: int = 2, **kw) -> torch.nn.Module:
+    """A seeded model with hidden 5 over random 6-d embeddings of `vocab` words."""
+    torch.manual_seed(0)
+    emb = np.random.default_rng(0).normal(size=(vocab, 6)).astype(np.float32)
+    cfg = ModelConfig(
+        variant=variant, vocab_size=vocab, embed_dim=6, hidden_size=5, layers=layers, **kw
+    )
+    return build_model(cfg, emb)
+
+
 @pytest.mark.parametrize(
     ("variant", "bidirectional", "readout"),
     list(itertools.product(VARIANTS, [False, True], ["last", "max", "mean"])),
 )
 def test_padding_never_changes_a_result(variant, bidirectional, readout):
     """A review alone and inside a padded batch (2 layers, dropout off) gives the same output."""
-    torch.manual_seed(0)
-    V, E = 40, 6
-    emb = np.random.default_rng(0).normal(size=(V, E)).astype(np.float32)
-    cfg = ModelConfig(
-        variant=variant,
-        vocab_size=V,
-        embed_dim=E,
-        hidden_size=5,
-        layers=2,
-        bidirectional=bidirectional,
-        readout=readout,
-    )
-    model = build_model(cfg, emb).eval()
+    V = 40
+    model = small_model(variant, vocab=40, bidirectional=bidirectional, readout=readout).eval()
     ids, lengths = _batch([5, 1, 9, 3], V)
     with torch.no_grad():
         batched = model(ids, lengths)
@@ -254,19 +253,12 @@ def test_grub_is_always_bidirectional():
 def test_precomputed_input_gates_give_the_same_outputs(variant, bidirectional, layers):
     """The inference table (W_ih·e_w + b per word) replaces the first layer's projection exactly;
     for `gru`/`grub` the step loop re-implements nn.GRU's equations."""
-    torch.manual_seed(0)
-    V, E = 40, 6
-    emb = np.random.default_rng(0).normal(size=(V, E)).astype(np.float32)
-    cfg = ModelConfig(
-        variant=variant,
-        vocab_size=V,
-        embed_dim=E,
-        hidden_size=5,
-        layers=layers,
-        bidirectional=bidirectional,
-        readout="last",
+    V = 40
+    model = (
+        small_model(variant, vocab=40, layers=layers, bidirectional=bidirectional, readout="last")
+        .double()
+        .eval()
     )
-    model = build_model(cfg, emb).double().eval()
     ids, lengths = _batch([5, 1, 9, 3], V)
     with torch.no_grad():
         full = model(ids, lengths)
@@ -283,18 +275,8 @@ def test_precomputed_input_gates_give_the_same_outputs(variant, bidirectional, l
 def test_training_with_per_word_gates_gives_the_same_loss_and_gradients(variant, bidirectional):
     """CPU training steps the equations and projects each distinct word once; the loss and
     every gradient equal those of the native computation (nn.GRU for gru/grub)."""
-    torch.manual_seed(0)
-    V, E = 30, 6
-    emb = np.random.default_rng(0).normal(size=(V, E)).astype(np.float32)
-    cfg = ModelConfig(
-        variant=variant,
-        vocab_size=V,
-        embed_dim=E,
-        hidden_size=5,
-        layers=2,
-        bidirectional=bidirectional,
-    )
-    model = build_model(cfg, emb).double().train()
+    V = 30
+    model = small_model(variant, vocab=30, bidirectional=bidirectional).double().train()
     ids, lengths = _batch([5, 1, 9, 3, 9], V)
     labels = torch.tensor([0, 1, 1, 0, 1])
 
