@@ -56,7 +56,31 @@ class Head:
 @pytest.fixture(scope="module")
 def head():
     token = secrets.token_hex(16)
-    temp = tempfile.mkdtemp(prefix="rayj", dir="/tmp")  # short: socket paths max 107 bytes
+    # A head that dies while starting (a port another process took between our check and
+    # its bind, which Ray's own randomly chosen ports can also hit) is started again.
+    for attempt in range(3):
+        temp = tempfile.mkdtemp(prefix="rayj", dir="/tmp")  # short: socket paths max 107 bytes
+        proc, address, log = _start_head(token, temp)
+        try:
+            _wait_for_jobs_api(address, token, proc, log)
+            break
+        except _HeadExited:
+            _end_process_group(proc)
+            shutil.rmtree(temp, ignore_errors=True)
+            if attempt == 2:
+                raise
+    try:
+        yield Head(address, token)
+    finally:
+        _end_process_group(proc)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+class _HeadExited(Exception):
+    pass
+
+
+def _start_head(token: str, temp: str) -> tuple[subprocess.Popen, str, Path]:
     gcs, dashboard, client, agent = _free_ports(4)  # never Ray's defaults: others may use them
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
     env["RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"] = "0"  # end at SIGTERM, no 30 s drain
@@ -74,13 +98,7 @@ def head():
         proc = subprocess.Popen(
             command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
-    address = f"http://127.0.0.1:{dashboard}"
-    try:
-        _wait_for_jobs_api(address, token, proc, log)
-        yield Head(address, token)
-    finally:
-        _end_process_group(proc)
-        shutil.rmtree(temp, ignore_errors=True)
+    return proc, f"http://127.0.0.1:{dashboard}", log
 
 
 @pytest.fixture(scope="module")
@@ -306,7 +324,7 @@ def _wait_for_jobs_api(address: str, token: str, proc: subprocess.Popen, log: Pa
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            pytest.fail(f"ray start exited {proc.returncode}:\n{log.read_text()[-3000:]}")
+            raise _HeadExited(f"ray start exited {proc.returncode}:\n{log.read_text()[-3000:]}")
         try:
             if requests.get(f"{address}/api/jobs/", headers=headers, timeout=5).status_code == 200:
                 return
