@@ -181,23 +181,41 @@ def submit(cluster: Cluster, kind: str, cfg: TrainConfig | ScoreConfig, python: 
         )
 
 
-def cluster_python(cluster: Cluster) -> str:
+def cluster_python(cluster: Cluster, wait_s: float = 30.0) -> str:
     """The Python the cluster's head runs its Ray workers with, or "" when it cannot be told.
 
-    Read from the raylet's `--python_worker_command` in the dashboard's node summary.
+    Read from the raylet's `--python_worker_command` in the dashboard's node summary. A
+    head that has just started serves its Jobs API a few seconds before its first node
+    report (seen here: 3 s, then an empty summary until 5.6 s), so an empty summary is
+    asked again for up to `wait_s` seconds.
     """
-    try:
-        r = requests.get(
-            f"{cluster.address}/nodes?view=summary", headers=cluster.headers, timeout=TIMEOUT_S
-        )
-        for node in r.json()["data"]["summary"]:
-            if node.get("raylet", {}).get("isHeadNode"):
-                for arg in node.get("cmdline") or []:
-                    if arg.startswith("--python_worker_command="):
-                        return shlex.split(arg.split("=", 1)[1])[0]
-    except (requests.RequestException, ValueError, KeyError, TypeError, IndexError):
-        pass
-    log.warning("could not tell the cluster's Python; using `python` (set --python to choose)")
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            r = requests.get(
+                f"{cluster.address}/nodes?view=summary", headers=cluster.headers, timeout=TIMEOUT_S
+            )
+            nodes = r.json()["data"]["summary"]
+            python = _worker_python(nodes)
+            has_head = any(n.get("raylet", {}).get("isHeadNode") for n in nodes)
+            if python or has_head or time.monotonic() > deadline:
+                break
+        except (requests.RequestException, ValueError, KeyError, TypeError, IndexError):
+            python = ""
+            break
+        time.sleep(0.5)
+    if not python:
+        log.warning("could not tell the cluster's Python; using `python` (set --python to choose)")
+    return python
+
+
+def _worker_python(nodes: list[dict[str, Any]]) -> str:
+    """The interpreter in the head node's `--python_worker_command`, or ""."""
+    for node in nodes:
+        if node.get("raylet", {}).get("isHeadNode"):
+            for arg in node.get("cmdline") or []:
+                if arg.startswith("--python_worker_command="):
+                    return shlex.split(arg.split("=", 1)[1])[0]
     return ""
 
 

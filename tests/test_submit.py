@@ -72,6 +72,54 @@ def test_something_else_answers(no_token):
         server.shutdown()
 
 
+def _summary_server(replies: list[list[dict]]) -> http.server.HTTPServer:
+    """A dashboard stand-in whose /nodes?view=summary answers `replies` in turn, then the last."""
+    import json
+
+    class Nodes(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            nodes = replies.pop(0) if len(replies) > 1 else replies[0]
+            body = json.dumps({"data": {"summary": nodes}}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Nodes)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+HEAD_NODE = {
+    "raylet": {"isHeadNode": True},
+    "cmdline": ["raylet", "--python_worker_command=/opt/venv/bin/python3 /x/setup_worker.py -u"],
+}
+
+
+def test_cluster_python_waits_for_a_fresh_heads_first_node_report(caplog):
+    # A head that has just started answers an empty summary for a few seconds (seen: 2.6 s).
+    server = _summary_server([[], [], [HEAD_NODE]])
+    cluster = submit.Cluster(f"http://127.0.0.1:{server.server_port}", None, {})
+    try:
+        assert submit.cluster_python(cluster, wait_s=10) == "/opt/venv/bin/python3"
+        assert "could not tell" not in caplog.text
+    finally:
+        server.shutdown()
+
+
+def test_cluster_python_gives_up_with_a_warning(caplog):
+    server = _summary_server([[]])  # never reports a node
+    cluster = submit.Cluster(f"http://127.0.0.1:{server.server_port}", None, {})
+    try:
+        assert submit.cluster_python(cluster, wait_s=1) == ""
+        assert "could not tell the cluster's Python" in caplog.text
+    finally:
+        server.shutdown()
+
+
 def test_ray_client_address_is_refused():
     with pytest.raises(SentimentError, match="Ray Client address"):
         submit.connect("ray://head:10001")
