@@ -226,7 +226,14 @@ def embeddings(
     ] = 300,
     min_count: Annotated[int, typer.Option(min=1, help="Train: drop rarer words.")] = 2,
     window: Annotated[int, typer.Option(min=1, help="Train: context window.")] = 5,
-    epochs: Annotated[int, typer.Option(min=1, help="Train: passes over the texts.")] = 20,
+    epochs: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            show_default=False,
+            help="Train: passes over the texts. [default: 36 M token updates, 5 to 40 epochs]",
+        ),
+    ] = None,
     skipgram: Annotated[
         bool, typer.Option("--skipgram/--cbow", help="Train: architecture.")
     ] = True,
@@ -260,6 +267,8 @@ def embeddings(
     meta = emb.meta
     typer.echo(f"vocabulary: {len(emb.vocab):,} words (incl. <pad>, <unk>), dim {emb.dim}")
     typer.echo(f"coverage of training tokens: {meta['coverage']:.2%} of {meta['n_train_tokens']:,}")
+    if "epochs_chosen" in meta:
+        typer.echo(f"word2vec epochs: {meta['epochs']} ({meta['epochs_chosen']})")
     typer.echo(f"deterministic: {'yes' if meta['deterministic'] else 'no'}")
     typer.echo(f"seconds: {meta['seconds']:.1f}")
     typer.echo(f"output: {out}")
@@ -323,7 +332,15 @@ def train(
             help="auto|word2vec-binary|word2vec-text|glove|keyedvectors|saved ('keyedvectors' unpickles: trusted files only)."
         ),
     ] = "auto",
-    w2v_epochs: Annotated[int, typer.Option(help="word2vec epochs when training vectors.")] = 20,
+    w2v_epochs: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            show_default=False,
+            help="word2vec epochs when training vectors. "
+            "[default: 36 M token updates, 5 to 40 epochs]",
+        ),
+    ] = None,
     skipgram: Annotated[
         bool, typer.Option("--skipgram/--cbow", help="word2vec architecture when training vectors.")
     ] = True,

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from sentiment.config import EmbeddingConfig, SentimentError
+from sentiment.config import EmbeddingConfig, SentimentError, word2vec_epochs
 from sentiment.text import SPECIALS, Vocabulary, tokenize
 
 log = logging.getLogger(__name__)
@@ -87,6 +87,9 @@ def _train(sentences: list[list[str]], config: EmbeddingConfig) -> Embeddings:
     # Python's salted str hash (`hashfxn` only feeds a deprecated method), and the
     # vocabulary is built in corpus order: one worker gives bitwise-identical vectors
     # in any process, whatever PYTHONHASHSEED. Several workers race on shared weights.
+    n_tokens = sum(len(s) for s in sentences)
+    epochs = config.epochs or word2vec_epochs(n_tokens)
+    log.info("word2vec: %d epochs over %d tokens", epochs, n_tokens)
     model = Word2Vec(
         vector_size=config.dim,
         window=config.window,
@@ -94,7 +97,7 @@ def _train(sentences: list[list[str]], config: EmbeddingConfig) -> Embeddings:
         sg=int(config.sg),
         seed=config.seed,
         workers=config.workers,
-        epochs=config.epochs,
+        epochs=epochs,
     )
     model.build_vocab(sentences)
     if len(model.wv) == 0:
@@ -111,7 +114,9 @@ def _train(sentences: list[list[str]], config: EmbeddingConfig) -> Embeddings:
         "format": "word2vec",
         "dim": config.dim,
         "vocab_size": len(vocab),
-        **{k: getattr(config, k) for k in ("min_count", "window", "epochs", "sg", "seed")},
+        **{k: getattr(config, k) for k in ("min_count", "window", "sg", "seed")},
+        "epochs": epochs,
+        "epochs_chosen": "auto" if config.epochs is None else "given",
         "workers": config.workers,
         "deterministic": config.workers == 1,
         "gensim": gensim.__version__,

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sentiment.config import EmbeddingConfig, SentimentError
+from sentiment.config import EmbeddingConfig, SentimentError, word2vec_epochs
 from sentiment.embeddings import (
     Embeddings,
     build_embeddings,
@@ -65,6 +65,46 @@ def test_word2vec_specials_dtype_and_frequency_order(trained) -> None:
     assert set(emb.vocab.words[2:]) == {w for w, c in counts.items() if c >= 2}
     assert emb.meta["deterministic"] is True and emb.meta["coverage"] == 1.0
     assert emb.meta["n_train_tokens"] == sum(counts.values())
+
+
+@pytest.mark.parametrize(
+    ("n_tokens", "epochs"),
+    [
+        (0, 40),
+        (100_000, 40),
+        (911_392, 40),  # the 6,400 real training reviews: 40 epochs won on validation
+        (1_200_000, 30),
+        (4_000_000, 9),
+        (7_200_000, 5),
+        (500_000_000, 5),
+    ],
+)
+def test_default_word2vec_epochs_scale_with_the_corpus(n_tokens, epochs) -> None:
+    assert word2vec_epochs(n_tokens) == epochs
+
+
+def test_default_word2vec_epochs_are_chosen_and_recorded() -> None:
+    texts = corpus(100)
+    auto = build_embeddings(EmbeddingConfig(dim=16, min_count=2), texts)
+    assert (auto.meta["epochs"], auto.meta["epochs_chosen"]) == (40, "auto")
+    given = build_embeddings(EmbeddingConfig(dim=16, min_count=2, epochs=40), texts)
+    assert (given.meta["epochs"], given.meta["epochs_chosen"]) == (40, "given")
+    np.testing.assert_array_equal(auto.matrix, given.matrix)  # the same training
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"epochs": 0}, "word2vec epochs must be >= 1, got 0"),
+        ({"dim": 0}, "word2vec dim must be >= 1, got 0"),
+        ({"min_count": -1}, "word2vec min_count must be >= 1, got -1"),
+        ({"workers": 0}, "word2vec workers must be >= 1, got 0"),
+        ({"limit": 0}, "limit must be >= 1, got 0"),
+    ],
+)
+def test_bad_embedding_settings_are_refused(setting, message) -> None:
+    with pytest.raises(SentimentError, match=f"^{re.escape(message)}$"):
+        EmbeddingConfig(**setting)
 
 
 def test_min_count_drops_rare_words() -> None:

@@ -160,7 +160,7 @@ def main() -> None:
 Command: `.venv/bin/python tests/benchmarks/bench_train.py --threads {args.threads} --epochs {args.epochs}`
 
 Data: the 8,000 real reviews, canonical split (6,400 train / 1,600 test). Defaults:
-{_defaults(base)}. Embeddings: word2vec trained on the train split
+{_defaults(base, emb)}. Embeddings: word2vec trained on the train split
 ({emb.meta.get("vocab_size", len(emb.vocab)):,} words, coverage {100 * emb.meta.get("coverage", float("nan")):.2f} %).
 Plain-torch loop, {args.threads} threads, CPU. Test figures are reported only; settings were chosen on validation.
 
@@ -190,13 +190,14 @@ Ray Train overhead: {ray_line}
     log(body)
 
 
-def _defaults(cfg: TrainConfig) -> str:
+def _defaults(cfg: TrainConfig, emb) -> str:
     m, e = cfg.model, cfg.embeddings
+    epochs = f"{emb.meta['epochs']} epochs" + (" (auto)" if e.epochs is None else "")
     return (
         f"hidden {m.hidden_size}, {m.layers} layer, `{m.readout}` read-out, frozen embeddings, "
         f"Adam lr {cfg.lr:g} ({cfg.lr_schedule}), batch {cfg.batch_size} (length-bucketed), "
         f"max_tokens {cfg.text.max_tokens}, word2vec {'skip-gram' if e.sg else 'CBOW'} "
-        f"{e.dim}-d, {e.epochs} epochs, window {e.window}, min_count {e.min_count}"
+        f"{e.dim}-d, {epochs}, window {e.window}, min_count {e.min_count}"
     )
 
 

@@ -25,6 +25,7 @@ from sentiment.config import ModelConfig, TextConfig, TrainConfig
 # (label, changes): the changes from the defaults each run makes.
 SWEEP: list[tuple[str, dict]] = [
     ("defaults", {}),
+    ("word2vec skip-gram, 20 epochs", {"w2v_epochs": 20}),
     ("word2vec CBOW, 10 epochs (the Google News recipe)", {"sg": False, "w2v_epochs": 10}),
     ("word2vec skip-gram, 10 epochs", {"w2v_epochs": 10}),
     ("word2vec skip-gram, 40 epochs", {"w2v_epochs": 40}),
@@ -43,9 +44,13 @@ SWEEP: list[tuple[str, dict]] = [
     ("defaults, seed 2", {"seed": 2}),
     ("word2vec skip-gram, 40 epochs, seed 1", {"w2v_epochs": 40, "seed": 1}),
     ("word2vec skip-gram, 40 epochs, seed 2", {"w2v_epochs": 40, "seed": 2}),
-    ("word2vec seed 1", {"w2v_seed": 1}),
+    ("word2vec seed 1", {"w2v_seed": 1, "w2v_epochs": 20}),
     ("word2vec seed 1, 30 epochs", {"w2v_seed": 1, "w2v_epochs": 30}),
     ("word2vec seed 1, 40 epochs", {"w2v_seed": 1, "w2v_epochs": 40}),
+    ("word2vec skip-gram, 30 epochs", {"w2v_epochs": 30}),
+    ("word2vec seed 2", {"w2v_seed": 2, "w2v_epochs": 20}),
+    ("word2vec seed 2, 30 epochs", {"w2v_seed": 2, "w2v_epochs": 30}),
+    ("word2vec seed 2, 40 epochs", {"w2v_seed": 2, "w2v_epochs": 40}),
     ("`grub`", {"variant": "grub"}),
     ("`gruh`", {"variant": "gruh"}),
     ("`pmgru`", {"variant": "pmgru"}),
