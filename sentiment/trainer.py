@@ -39,7 +39,7 @@ from sentiment.text import Vocabulary
 from sentiment.training import (
     EncodedSplit,
     encode_split,
-    hash_fraction,
+    in_validation,
     length_batches,
     lr_schedule,
     predict,
@@ -64,8 +64,8 @@ def load_splits(cfg: TrainConfig, vocab: Vocabulary) -> dict[str, EncodedSplit]:
     rows = table.to_pydict()
     parts: dict[str, list[int]] = {"train": [], "val": [], "test": []}
     for i, (rid, split) in enumerate(zip(rows["review_id"], rows["split"], strict=True)):
-        if split == "train" and hash_fraction(f"val:{rid}") < cfg.val_fraction:
-            split = "val"  # salted: independent of the hashed train/test split of `prepare`
+        if split == "train" and in_validation(rid, cfg.val_fraction):
+            split = "val"
         if split in parts:
             parts[split].append(i)
     return {
@@ -153,10 +153,7 @@ def run_training(cfg: TrainConfig) -> TrainResult:
 
     started = time.time()
     cfg = dataclasses.replace(cfg, data=absolute(cfg.data))  # workers run elsewhere
-    train_texts = read_prepared(cfg.data, columns=["text", "split"], split="train")["text"]
-    if len(train_texts) == 0:
-        raise SentimentError(f"{cfg.data}: the dataset has no train split to train on")
-    embeddings = _embeddings(cfg, train_texts.to_pylist())
+    embeddings = _embeddings(cfg, word2vec_texts(cfg))
     init_ray()
     model_cfg = dataclasses.replace(
         cfg.model, vocab_size=len(embeddings.vocab), embed_dim=int(embeddings.matrix.shape[1])
@@ -197,6 +194,20 @@ def run_training(cfg: TrainConfig) -> TrainResult:
         return _publish(Path(ckpt), cfg, embeddings.meta, time.time() - started)
 
 
+def word2vec_texts(cfg: TrainConfig) -> list[str]:
+    """The texts word2vec trains on: the train split without the validation carve.
+
+    Vectors trained on the validation reviews too would make validation easier than the
+    test split, whose reviews word2vec never sees, and bias choices made on validation.
+    """
+    table = read_prepared(cfg.data, columns=["review_id", "text", "split"], split="train")
+    if table.num_rows == 0:
+        raise SentimentError(f"{cfg.data}: the dataset has no train split to train on")
+    ids, texts = table["review_id"].to_pylist(), table["text"].to_pylist()
+    keep = [not in_validation(rid, cfg.val_fraction) for rid in ids]
+    return [text for text, kept in zip(texts, keep, strict=True) if kept]
+
+
 # --- helpers ------------------------------------------------------------------------------
 
 
@@ -215,7 +226,9 @@ def _embeddings(cfg: TrainConfig, texts: list[str]):
         return build_embeddings(cfg.embeddings, texts)
     key = hashlib.sha256(
         (
-            json.dumps(to_dict(cfg.embeddings), sort_keys=True) + dataset_fingerprint(cfg.data)
+            json.dumps(to_dict(cfg.embeddings), sort_keys=True)
+            + dataset_fingerprint(cfg.data)
+            + (f"val{cfg.val_fraction!r}" if cfg.val_fraction else "")
         ).encode()
     ).hexdigest()[:16]
     cache = Path(home) / "cache" / "embeddings" / key

@@ -94,6 +94,12 @@ def hash_fraction(key: str) -> float:
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") / 2**64
 
 
+def in_validation(review_id: str, val_fraction: float) -> bool:
+    """Whether a train-split review is carved out for validation (salted: independent of
+    the hashed train/test split of `prepare`)."""
+    return val_fraction > 0 and hash_fraction(f"val:{review_id}") < val_fraction
+
+
 def length_batches(
     lengths: np.ndarray,
     batch_size: int,

@@ -180,3 +180,22 @@ def test_a_relative_dataset_path_works(ray_local, tiny_dataset, tmp_path, monkey
     monkeypatch.chdir(tiny_dataset.parent)
     result = run_training(tiny_config(Path(tiny_dataset.name), tmp_path, epochs=1))
     assert result.metrics["test"]["n"] > 0
+
+
+def test_word2vec_never_sees_the_validation_reviews(tiny_dataset):
+    """Validation reviews stay as unseen by word2vec as test reviews are."""
+    from sentiment.datasets import read_prepared
+    from sentiment.text import Vocabulary
+    from sentiment.trainer import load_splits, word2vec_texts
+    from sentiment.training import in_validation
+
+    table = read_prepared(tiny_dataset, columns=["review_id", "text"], split="train").to_pydict()
+    assert word2vec_texts(TrainConfig(data=str(tiny_dataset))) == table["text"]
+    cfg = TrainConfig(data=str(tiny_dataset), val_fraction=0.3)
+    rows = zip(table["review_id"], table["text"], strict=True)
+    val = {text for rid, text in rows if in_validation(rid, 0.3)}
+    texts = word2vec_texts(cfg)
+    assert 0 < len(val) < len(table["text"]) and not val & set(texts)
+    assert len(texts) + len(val) == len(table["text"])
+    splits = load_splits(cfg, Vocabulary.from_words([]))
+    assert (len(splits["train"]), len(splits["val"])) == (len(texts), len(val))

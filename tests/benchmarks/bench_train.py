@@ -123,7 +123,7 @@ def main() -> None:
         cfg = dataclasses.replace(
             cfg_of("gru", val_fraction=0.1), model=ModelConfig(variant="gru", readout=readout)
         )
-        out = plain_train(cfg, emb, args.threads, log)
+        out = plain_train(cfg, amazon_embeddings(cfg), args.threads, log)
         val_rows.append(
             (readout, out["history"][-1]["val"]["accuracy"], row("gru", out, cfg)["rate"])
         )

@@ -37,17 +37,18 @@ def prepared_amazon() -> str:
 
 
 def amazon_embeddings(cfg: TrainConfig) -> Embeddings:
-    """word2vec on the train split, cached per embedding settings (one worker: reproducible)."""
-    from sentiment.datasets import read_prepared
+    """word2vec on the train split minus any validation carve, as `train` does; cached per
+    embedding settings (one worker: reproducible)."""
+    from sentiment.trainer import word2vec_texts
 
     key = "-".join(
         f"{k}{v}" for k, v in dataclasses.asdict(cfg.embeddings).items() if k != "source"
     )
+    key += f"-val{cfg.val_fraction!r}" if cfg.val_fraction else ""
     path = CACHE / f"emb-{key}"
     if (path / "vectors.npy").exists():
         return load_embeddings(path)
-    texts = read_prepared(cfg.data, columns=["text"], split="train")["text"].to_pylist()
-    emb = build_embeddings(cfg.embeddings, texts)
+    emb = build_embeddings(cfg.embeddings, word2vec_texts(cfg))
     save_embeddings(emb, path)
     return emb
 
