@@ -1,6 +1,7 @@
 """Training: accuracy and speed of every variant on the real reviews' canonical split.
 
     .venv/bin/python tests/benchmarks/bench_train.py [--threads 2] [--epochs 6] [--skip-ray]
+        [--w2v-epochs N]   # other word2vec epochs than the default: a section of its own
 
 1. A batch-size-1 loop like the original (per-review tensors, embeddings looked up in
    Python) for gru, grub and gruh: reviews/s only, over 400 reviews each.
@@ -104,10 +105,17 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--skip-ray", action="store_true")
     parser.add_argument("--variants", default="gru,grub,gruh,pmgru")
+    parser.add_argument("--w2v-epochs", type=int, default=None)
     args = parser.parse_args()
     log = lambda s: print(s, flush=True)  # noqa: E731
 
     base = TrainConfig(data=prepared_amazon(), epochs=args.epochs)
+    if args.w2v_epochs:
+        base = dataclasses.replace(
+            base, embeddings=dataclasses.replace(base.embeddings, epochs=args.w2v_epochs)
+        )
+    flags = f" --w2v-epochs {args.w2v_epochs}" if args.w2v_epochs else ""
+    flags += " --skip-ray" if args.skip_ray else ""
     emb = amazon_embeddings(base)
     cfg_of = lambda v, **kw: dataclasses.replace(  # noqa: E731
         base, model=dataclasses.replace(base.model, variant=v), **kw
@@ -157,7 +165,7 @@ def main() -> None:
         for r in rows
     )
     body = f"""
-Command: `.venv/bin/python tests/benchmarks/bench_train.py --threads {args.threads} --epochs {args.epochs}`
+Command: `.venv/bin/python tests/benchmarks/bench_train.py --threads {args.threads} --epochs {args.epochs}{flags}`
 
 Data: the 8,000 real reviews, canonical split (6,400 train / 1,600 test). Defaults:
 {_defaults(base, emb)}. Embeddings: word2vec trained on the train split
@@ -186,7 +194,8 @@ Read-out on the validation split (10 % of train, `gru`, defaults otherwise):
 
 Ray Train overhead: {ray_line}
 """
-    write_section("Training (bench_train.py)", body)
+    w2v = f" --w2v-epochs {args.w2v_epochs}" if args.w2v_epochs else ""
+    write_section(f"Training (bench_train.py{w2v})", body)
     log(body)
 
 
