@@ -24,6 +24,7 @@ REPO = HERE.parents[1]
 AMAZON = REPO.parent / "shared" / "datasets" / "amazon-multi-domain"
 RESULTS = HERE / "RESULTS.md"
 CACHE = Path(os.environ.get("BENCH_CACHE", "/tmp/sentiment-bench"))
+EMB_KEY_SUFFIX = ""  # set by a run whose validation carve is not `train`'s
 
 
 def prepared_amazon() -> str:
@@ -44,7 +45,7 @@ def amazon_embeddings(cfg: TrainConfig) -> Embeddings:
     key = "-".join(
         f"{k}{v}" for k, v in dataclasses.asdict(cfg.embeddings).items() if k != "source"
     )
-    key += f"-val{cfg.val_fraction!r}" if cfg.val_fraction else ""
+    key += f"-val{cfg.val_fraction!r}{EMB_KEY_SUFFIX}" if cfg.val_fraction else ""
     path = CACHE / f"emb-{key}"
     if (path / "vectors.npy").exists():
         return load_embeddings(path)

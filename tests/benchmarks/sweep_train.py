@@ -87,7 +87,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--only", default="", help="run only the labels this regex matches")
+    parser.add_argument(
+        "--val-carve",
+        choices=("hash", "tail"),
+        default="hash",
+        help="hash: `train`'s salted hash of review_id; tail: the last positions of each "
+        "source file's train part, as the canonical test split takes the last 200 of 1,000",
+    )
     args = parser.parse_args()
+    if args.val_carve == "tail":
+        import common
+
+        from sentiment import trainer
+
+        trainer.in_validation = _in_tail
+        common.EMB_KEY_SUFFIX = "-tail"
     base = TrainConfig(data=prepared_amazon(), val_fraction=0.1)
     lines = []
     for label, change in SWEEP:
@@ -104,6 +118,7 @@ def main() -> None:
             f"{100 * out['train_eval']['accuracy']:.2f} % | {rate:,.0f} |"
         )
     only = f" --only {shlex.quote(args.only)}" if args.only else ""
+    only += " --val-carve tail" if args.val_carve == "tail" else ""
     body = f"""
 Command: `.venv/bin/python tests/benchmarks/sweep_train.py --threads {args.threads}{only}`
 
@@ -117,6 +132,11 @@ about ±1 point). The test split is not used here.
 """
     write_section(f"Validation sweep (sweep_train.py{only})", body)
     print(body)
+
+
+def _in_tail(review_id: str, val_fraction: float) -> bool:
+    """Amazon ids end in the review's position in its file; train positions are 0..799."""
+    return val_fraction > 0 and int(review_id.rsplit("/", 1)[1]) >= 800 * (1 - val_fraction)
 
 
 if __name__ == "__main__":
