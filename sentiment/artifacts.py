@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import tempfile
 import uuid
@@ -152,8 +153,11 @@ def publish(local_dir: Path, store: str, model_id: str) -> str:
 
 
 def resolve_model(model: str, store: str) -> Path:
-    """A local model directory for `model`: a path, a URI (downloaded), or "latest" in the store."""
-    if model == "latest":
+    """A local model directory for `model`: a path, a URI (downloaded), "latest" in the
+    store, or the model_id of a model in the store (`gru-8289c5a4a067`)."""
+    if _is_model_id(model) and not Path(model).exists():
+        model = f"{store.rstrip('/')}/{model}"
+    elif model == "latest":
         fs, root = filesystem(store)
         try:
             with fs.open_input_stream(f"{root}/{LATEST}") as f:
@@ -170,6 +174,11 @@ def resolve_model(model: str, store: str) -> Path:
             raise SentimentError(f"{path}: model directory not found")
         return path
     return _download(model)
+
+
+def _is_model_id(model: str) -> bool:
+    """`<variant>-<12 hex digits>`, as `model_id` makes them."""
+    return re.fullmatch(r"[a-z]+-[0-9a-f]{12}", model) is not None
 
 
 def filesystem(uri_or_path: str):

@@ -443,7 +443,8 @@ def train(
 @app.command()
 def evaluate(
     model: Annotated[
-        list[str], typer.Option(help="Model directory (repeat for several), or 'latest'.")
+        list[str],
+        typer.Option(help="Model directory (repeat for several), 'latest', or a model id."),
     ],
     data: Annotated[str, typer.Option(help="Prepared dataset to evaluate on.")],
     split: Annotated[list[str], typer.Option(help="Splits to evaluate (repeatable).")] = [
@@ -451,7 +452,7 @@ def evaluate(
         "test",
     ],
     store: Annotated[
-        str, typer.Option(envvar="SENTIMENT_STORE", help="Model store for 'latest'.")
+        str, typer.Option(envvar="SENTIMENT_STORE", help="Model store for 'latest' and model ids.")
     ] = "",
     output: Annotated[
         Path | None, typer.Option(help="Write the metrics (JSON) and confusion PNGs here.")
@@ -484,7 +485,7 @@ class BadFilePolicy(str, Enum):
 def score(
     inputs: Annotated[list[str], typer.Argument(help="Parquet files, directories, globs or URIs.")],
     model: Annotated[
-        str, typer.Option(help="Model directory or URI, or 'latest' in the store.")
+        str, typer.Option(help="Model directory or URI, or 'latest' or a model id in the store.")
     ] = "latest",
     output: Annotated[
         str,
@@ -522,7 +523,7 @@ def score(
         typer.Option(help="fail: stop on a bad input file; skip: record it in the manifest."),
     ] = BadFilePolicy.fail,
     store: Annotated[
-        str, typer.Option(envvar="SENTIMENT_STORE", help="Model store for 'latest'.")
+        str, typer.Option(envvar="SENTIMENT_STORE", help="Model store for 'latest' and model ids.")
     ] = "",
     address: AddressOption = "",
     wait: WaitOption = True,

@@ -14,7 +14,13 @@ import pytest
 import torch
 
 from sentiment.artifacts import load_model_dir, resolve_model
-from sentiment.config import EmbeddingConfig, ModelConfig, TextConfig, TrainConfig
+from sentiment.config import (
+    EmbeddingConfig,
+    ModelConfig,
+    SentimentError,
+    TextConfig,
+    TrainConfig,
+)
 from sentiment.trainer import run_training
 from sentiment.training import evaluate_models
 
@@ -53,6 +59,10 @@ def test_each_variant_trains_through_ray_train_and_loss_falls(
     assert result.model_id.startswith(f"{variant}-")
     # the store's LATEST pointer names the newest model
     assert resolve_model("latest", str(tmp_path / "store")) == model_dir
+    # and a model is found in the store by its id alone
+    assert resolve_model(result.model_id, str(tmp_path / "store")) == model_dir
+    with pytest.raises(SentimentError, match=f"{tmp_path}/store/{variant}-0123456789ab: model"):
+        resolve_model(f"{variant}-0123456789ab", str(tmp_path / "store"))
 
 
 def test_model_directory_reloads_into_the_trained_model(ray_local, tiny_dataset, tmp_path):
