@@ -181,27 +181,29 @@ def submit(cluster: Cluster, kind: str, cfg: TrainConfig | ScoreConfig, python: 
         )
 
 
-def cluster_python(cluster: Cluster, wait_s: float = 30.0) -> str:
+def cluster_python(cluster: Cluster, wait_s: float = 60.0) -> str:
     """The Python the cluster's head runs its Ray workers with, or "" when it cannot be told.
 
     Read from the raylet's `--python_worker_command` in the dashboard's node summary. A
-    head that has just started serves its Jobs API a few seconds before its first node
-    report (seen here: 3 s, then an empty summary until 5.6 s), so an empty summary is
-    asked again for up to `wait_s` seconds.
+    head that has just started serves its Jobs API before the summary knows that: first
+    the summary is empty (seen here: from 2.7 s to 4.8 s after start), then the head node
+    is listed from the GCS before its reporter agent has sent the command line (seen in
+    CI: the head listed, no `cmdline`). Until the command line is there, or a client error
+    says it never will be, the summary is asked again for up to `wait_s` seconds.
     """
     deadline = time.monotonic() + wait_s
+    python = ""
     while True:
         try:
             r = requests.get(
                 f"{cluster.address}/nodes?view=summary", headers=cluster.headers, timeout=TIMEOUT_S
             )
-            nodes = r.json()["data"]["summary"]
-            python = _worker_python(nodes)
-            has_head = any(n.get("raylet", {}).get("isHeadNode") for n in nodes)
-            if python or has_head or time.monotonic() > deadline:
+            if 400 <= r.status_code < 500:  # not found, not allowed: asking again won't help
                 break
+            python = _worker_python(r.json()["data"]["summary"])
         except (requests.RequestException, ValueError, KeyError, TypeError, IndexError):
-            python = ""
+            pass  # a dashboard still starting: asked again until the deadline
+        if python or time.monotonic() > deadline:
             break
         time.sleep(0.5)
     if not python:

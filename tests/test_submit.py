@@ -110,6 +110,19 @@ def test_cluster_python_waits_for_a_fresh_heads_first_node_report(caplog):
         server.shutdown()
 
 
+def test_cluster_python_waits_for_the_head_nodes_command_line(caplog):
+    # Next the head is listed from the GCS before its agent has reported a command line
+    # (what CI met: the head listed, no `cmdline`, and a bare `python` without torch ran).
+    listed = {"raylet": {"isHeadNode": True}}
+    server = _summary_server([[], [listed], [listed], [HEAD_NODE]])
+    cluster = submit.Cluster(f"http://127.0.0.1:{server.server_port}", None, {})
+    try:
+        assert submit.cluster_python(cluster, wait_s=10) == "/opt/venv/bin/python3"
+        assert "could not tell" not in caplog.text
+    finally:
+        server.shutdown()
+
+
 def test_cluster_python_gives_up_with_a_warning(caplog):
     server = _summary_server([[]])  # never reports a node
     cluster = submit.Cluster(f"http://127.0.0.1:{server.server_port}", None, {})
