@@ -123,6 +123,13 @@ def prepare(
     split_column: Annotated[
         str | None, typer.Option(help="Table sources: a train/test column (default: by id hash).")
     ] = None,
+    group_column: Annotated[
+        str | None,
+        typer.Option(
+            help="Table sources: rows that must share a split (e.g. a product id): the hashed "
+            "test split and training's validation carve keep each group on one side."
+        ),
+    ] = None,
     rating_column: Annotated[
         str | None, typer.Option(help="Table sources: a star-rating column.")
     ] = None,
@@ -131,7 +138,8 @@ def prepare(
         typer.Option(help="Put every row in this split (e.g. a DLStudio file named neither way)."),
     ] = None,
     test_fraction: Annotated[
-        float, typer.Option(help="Share of test rows for sources without a split (by id hash).")
+        float,
+        typer.Option(help="Share of test rows for sources without a split (by group or id hash)."),
     ] = 0.2,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an existing dataset at --output.")
@@ -145,6 +153,7 @@ def prepare(
         category=category_column,
         split=split_column,
         rating=rating_column,
+        group=group_column,
     )
     with user_errors():
         report = datasets.prepare(
@@ -173,6 +182,11 @@ def _echo_prepare_report(report: datasets.PrepareReport) -> None:
         groups = [g for g in report.groups if g.split == split]
         pos, neg = sum(g.n_positive for g in groups), sum(g.n_negative for g in groups)
         row(split, "(all)", pos + neg, pos, neg)
+    train_ids, test_ids, both = report.group_ids
+    if train_ids or test_ids:
+        typer.echo(
+            f"group_id: {train_ids:,} groups in train, {test_ids:,} in test, {both:,} in both"
+        )
     if report.dropped_empty:
         examples = ", ".join(report.dropped_examples)
         typer.echo(f"left out {report.dropped_empty:,} reviews with empty text ({examples}, ...)")

@@ -46,6 +46,7 @@ __all__ = [
     "hashed_split",
     "prepare",
     "read_prepared",
+    "split_keys",
 ]
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ FORMATS = ("amazon", "dlstudio", "fasttext", "parquet", "csv", "jsonl")
 REPORT_NAME = "_prepare_report.json"  # "_" prefix: Arrow and Ray skip it when reading the dir
 ROWS_PER_FILE = 250_000  # bounds file size and gives Ray Data several files to read at once
 _EXAMPLES = 5  # dropped review ids listed in the report
+_ADDED_LATER = {"group_id"}  # columns an older prepared dataset may lack
 _SUFFIXES = {
     ".review": "amazon",
     ".gz": "dlstudio",
@@ -66,12 +68,13 @@ _SUFFIXES = {
 }
 
 
-def hashed_split(review_id: str, test_fraction: float = 0.2) -> str:
-    """Train or test by a hash of the review id alone, so the same on every run and machine.
+def hashed_split(key: str, test_fraction: float = 0.2) -> str:
+    """Train or test by a hash of the key alone (group_id, else review_id; `split_keys`),
+    so the same on every run and machine.
 
-    About `test_fraction` of all ids fall in test; a given id's split never changes.
+    About `test_fraction` of all keys fall in test; a given key's split never changes.
     """
-    digest = hashlib.blake2b(review_id.encode(), digest_size=8).digest()
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
     return "test" if int.from_bytes(digest, "big") / 2**64 < test_fraction else "train"
 
 
@@ -115,6 +118,9 @@ class PrepareReport:
     groups: tuple[GroupCounts, ...]
     dropped_empty: int  # reviews whose text was empty, blank or null
     dropped_examples: tuple[str, ...]  # the first few of their review_ids
+    # distinct group_ids (products) in train, in test, and in both: reviews of one product
+    # on both sides make the test split easier than new products would be
+    group_ids: tuple[int, int, int] = (0, 0, 0)
 
     def split_rows(self, split: str) -> int:
         return sum(g.n for g in self.groups if g.split == split)
@@ -136,7 +142,7 @@ def prepare(
 
     `split` forces every row into that split; `test_from` is the Amazon canonical split (the
     review at position i of a file is test if i >= test_from); other sources without a split
-    get `hashed_split(review_id, test_fraction)`.
+    get `hashed_split(group_id or review_id, test_fraction)`.
     """
     if not sources:
         raise SentimentError("no sources given")
@@ -160,6 +166,7 @@ def prepare(
         sources=tuple(str(s) for s in sources),
         rows=table.num_rows,
         groups=_group_counts(table),
+        group_ids=_group_id_counts(table),
         dropped_empty=len(dropped),
         dropped_examples=tuple(dropped[:_EXAMPLES]),
     )
@@ -177,16 +184,38 @@ def read_prepared(
         dataset = ds.dataset(str(path), format="parquet")
     except (pa.ArrowException, OSError) as exc:
         raise SentimentError(f"{path}: cannot read the prepared dataset: {one_line(exc)}") from None
-    missing = [c for c in (columns or SCHEMA.names) if c not in dataset.schema.names]
+    wanted = list(columns or SCHEMA.names)
+    # Datasets prepared before `group_id` existed read it as nulls: each review its own group.
+    added = [c for c in wanted if c in _ADDED_LATER and c not in dataset.schema.names]
+    missing = [c for c in wanted if c not in dataset.schema.names and c not in added]
     if missing:
         raise SentimentError(
             f"{path}: not a prepared dataset (no column {missing[0]!r}); run sentiment-jobs prepare"
         )
     where = pc.field("split") == split if split else None
     try:
-        return dataset.to_table(columns=list(columns) if columns else None, filter=where)
+        table = dataset.to_table(columns=[c for c in wanted if c not in added], filter=where)
     except (pa.ArrowException, OSError) as exc:
         raise SentimentError(f"{path}: cannot read the prepared dataset: {one_line(exc)}") from None
+    for name in added:
+        field = SCHEMA.field(name)
+        table = table.add_column(wanted.index(name), field, pa.nulls(table.num_rows, field.type))
+    return table
+
+
+def split_keys(table: pa.Table) -> list[str]:
+    """What a split hashes for each row: its group_id, or its review_id where that is null.
+
+    Reviews of one product then fall on one side together, so a held-out part measures
+    unseen products, as the Amazon test split does (13 of its 1,600 reviews share a
+    product with the train split, against 244 of 639 in a validation tenth hashed by
+    review).
+    """
+    ids = table["review_id"].to_pylist()
+    if "group_id" not in table.column_names:
+        return ids
+    groups = table["group_id"].to_pylist()
+    return [g if g is not None else i for g, i in zip(groups, ids, strict=True)]
 
 
 def dataset_fingerprint(path: str | Path) -> str:
@@ -242,9 +271,9 @@ def _assign_split(table: pa.Table, split: str | None, test_fraction: float) -> p
     if split is not None:
         splits = [split] * table.num_rows
     else:
-        ids = table["review_id"].to_pylist()
+        keys = split_keys(table)
         given = table["split"].to_pylist()
-        splits = [s or hashed_split(i, test_fraction) for s, i in zip(given, ids, strict=True)]
+        splits = [s or hashed_split(k, test_fraction) for s, k in zip(given, keys, strict=True)]
     index = SCHEMA.get_field_index("split")
     return table.set_column(index, SCHEMA.field("split"), pa.array(splits, pa.string()))
 
@@ -256,6 +285,14 @@ def _drop_empty(table: pa.Table) -> tuple[pa.Table, list[str]]:
     if dropped:
         log.warning("left out %d reviews with empty text, e.g. %s", len(dropped), dropped[0])
     return table.filter(keep), dropped
+
+
+def _group_id_counts(table: pa.Table) -> tuple[int, int, int]:
+    sides: dict[str, set[str]] = {"train": set(), "test": set()}
+    for group, split in zip(table["group_id"].to_pylist(), table["split"].to_pylist(), strict=True):
+        if group is not None:
+            sides[split].add(group)
+    return len(sides["train"]), len(sides["test"]), len(sides["train"] & sides["test"])
 
 
 def _group_counts(table: pa.Table) -> tuple[GroupCounts, ...]:

@@ -37,6 +37,9 @@ SCHEMA = pa.schema(
         ("category", pa.string()),
         ("split", pa.string()),  # "train" or "test"
         ("rating", pa.float32()),  # stars where the source has them, else null
+        # Reviews that must stay on one side of every split (Amazon: the product's asin).
+        # Null: the review is a group of its own. Splits hash group_id, else review_id.
+        ("group_id", pa.string()),
     ]
 )
 SPLITS = ("train", "test")
@@ -66,10 +69,12 @@ def make_table(
     categories: Sequence[str],
     splits: Sequence[str | None] | None = None,
     ratings: Sequence[float | None] | None = None,
+    groups: Sequence[str | None] | None = None,
 ) -> pa.Table:
-    """Columns as Python sequences → a table with `SCHEMA`; missing splits and ratings are null."""
+    """Columns as Python sequences → a table with `SCHEMA`; missing splits, ratings and
+    groups are null."""
     nulls = [None] * len(ids)
-    columns = [ids, texts, labels, categories, splits or nulls, ratings or nulls]
+    columns = [ids, texts, labels, categories, splits or nulls, ratings or nulls, groups or nulls]
     return pa.table(
         [pa.array(c, f.type) for c, f in zip(columns, SCHEMA, strict=True)], schema=SCHEMA
     )
@@ -134,15 +139,16 @@ def read_amazon(path: Path, test_from: int = 800) -> pa.Table:
     blocks = _REVIEW.findall(_read_text(path))
     if not blocks:
         raise SentimentError(f"{path}: no <review> elements found")
-    ids, texts, ratings = [], [], []
+    ids, texts, ratings, groups = [], [], [], []
     for i, block in enumerate(blocks):
         fields = {name: _unescape(value) for name, value in _FIELD.findall(block)}
         ids.append(f"amazon/{category}/{path.stem}/{i}")
         texts.append(f"{fields.get('title', '')} {fields.get('review_text', '')}".strip())
         ratings.append(_rating(fields.get("rating", ""), path, i))
+        groups.append(f"amazon/{category}/{asin}" if (asin := fields.get("asin")) else None)
     splits = ["test" if i >= test_from else "train" for i in range(len(ids))]
     n = len(ids)
-    return make_table(ids, texts, [label] * n, [category] * n, splits, ratings)
+    return make_table(ids, texts, [label] * n, [category] * n, splits, ratings, groups)
 
 
 def _rating(value: str, path: Path, i: int) -> float | None:
@@ -325,9 +331,10 @@ class Columns:
     category: str | None = None  # else the file stem (directory name for a Parquet folder)
     split: str | None = None  # train/test; null values get the hashed split
     rating: str | None = None
+    group: str | None = None  # reviews kept on one side of every split (e.g. a product id)
 
     def named(self) -> list[str]:
-        names = (self.text, self.label, self.id, self.category, self.split, self.rating)
+        names = (self.text, self.label, self.id, self.category, self.split, self.rating, self.group)
         return [c for c in names if c]
 
 
@@ -379,7 +386,8 @@ def read_tabular(path: Path, fmt: str, columns: Columns | None = None) -> pa.Tab
     texts = [None if v is None else str(v) for v in values(columns.text)]
     categories = [stem if v is None else str(v) for v in values(columns.category)]
     ratings = [_cell(path, i, _parse_rating, v) for i, v in enumerate(values(columns.rating))]
-    return make_table([str(v) for v in ids], texts, labels, categories, splits, ratings)
+    groups = [None if v is None or v == "" else str(v) for v in values(columns.group)]
+    return make_table([str(v) for v in ids], texts, labels, categories, splits, ratings, groups)
 
 
 def _parse_split(value: Any) -> str:

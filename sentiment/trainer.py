@@ -32,7 +32,7 @@ from sentiment.config import (
     store_location,
     to_dict,
 )
-from sentiment.datasets import read_prepared
+from sentiment.datasets import read_prepared, split_keys
 from sentiment.evaluation import plot_confusion, plot_loss_curves, summarize
 from sentiment.models import build_model
 from sentiment.text import Vocabulary
@@ -60,11 +60,13 @@ class TrainResult:
 
 def load_splits(cfg: TrainConfig, vocab: Vocabulary) -> dict[str, EncodedSplit]:
     """train (minus the validation carve), val (if val_fraction > 0) and test (if present)."""
-    table = read_prepared(cfg.data, columns=["review_id", "text", "label", "category", "split"])
+    table = read_prepared(
+        cfg.data, columns=["review_id", "text", "label", "category", "split", "group_id"]
+    )
     rows = table.to_pydict()
     parts: dict[str, list[int]] = {"train": [], "val": [], "test": []}
-    for i, (rid, split) in enumerate(zip(rows["review_id"], rows["split"], strict=True)):
-        if split == "train" and in_validation(rid, cfg.val_fraction):
+    for i, (key, split) in enumerate(zip(split_keys(table), rows["split"], strict=True)):
+        if split == "train" and in_validation(key, cfg.val_fraction):
             split = "val"
         if split in parts:
             parts[split].append(i)
@@ -200,11 +202,13 @@ def word2vec_texts(cfg: TrainConfig) -> list[str]:
     Vectors trained on the validation reviews too would make validation easier than the
     test split, whose reviews word2vec never sees, and bias choices made on validation.
     """
-    table = read_prepared(cfg.data, columns=["review_id", "text", "split"], split="train")
+    table = read_prepared(
+        cfg.data, columns=["review_id", "text", "split", "group_id"], split="train"
+    )
     if table.num_rows == 0:
         raise SentimentError(f"{cfg.data}: the dataset has no train split to train on")
-    ids, texts = table["review_id"].to_pylist(), table["text"].to_pylist()
-    keep = [not in_validation(rid, cfg.val_fraction) for rid in ids]
+    texts = table["text"].to_pylist()
+    keep = [not in_validation(key, cfg.val_fraction) for key in split_keys(table)]
     return [text for text, kept in zip(texts, keep, strict=True) if kept]
 
 
@@ -228,7 +232,7 @@ def _embeddings(cfg: TrainConfig, texts: list[str]):
         (
             json.dumps(to_dict(cfg.embeddings), sort_keys=True)
             + dataset_fingerprint(cfg.data)
-            + (f"val{cfg.val_fraction!r}" if cfg.val_fraction else "")
+            + (f"val{cfg.val_fraction!r}/group" if cfg.val_fraction else "")
         ).encode()
     ).hexdigest()[:16]
     cache = Path(home) / "cache" / "embeddings" / key

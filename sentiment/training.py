@@ -94,10 +94,11 @@ def hash_fraction(key: str) -> float:
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") / 2**64
 
 
-def in_validation(review_id: str, val_fraction: float) -> bool:
-    """Whether a train-split review is carved out for validation (salted: independent of
-    the hashed train/test split of `prepare`)."""
-    return val_fraction > 0 and hash_fraction(f"val:{review_id}") < val_fraction
+def in_validation(key: str, val_fraction: float) -> bool:
+    """Whether a train-split review is carved out for validation, by its split key (its
+    group_id, else its review_id: `datasets.split_keys`), so that a product's reviews stay
+    together. Salted: independent of the hashed train/test split of `prepare`."""
+    return val_fraction > 0 and hash_fraction(f"val:{key}") < val_fraction
 
 
 def length_batches(

@@ -21,6 +21,7 @@ from sentiment.datasets import (
     hashed_split,
     prepare,
     read_prepared,
+    split_keys,
 )
 from sentiment.readers import parse_label, read_amazon, read_dlstudio
 
@@ -111,7 +112,8 @@ def write_review_file(path: Path, original_form: bool) -> Path:
         else:
             title, text = title.replace("&", "&amp;"), text.replace("&", "&amp;")
             text = text.replace("<3", "&lt;3")
-        fields = [_field("unique_id", "x:y"), _field("rating", str(rating))]
+        fields = [_field("unique_id", "x:y"), _field("asin", f"B00{rating:.0f}")]
+        fields += [_field("rating", str(rating))]
         fields += [_field("title", title), _field("review_text", text)]
         blocks.append("<review>\n" + "".join(fields) + "</review>\n")
     body = "".join(blocks)
@@ -131,6 +133,7 @@ def test_amazon_reader_both_forms(tmp_path: Path, original_form: bool) -> None:
     assert [r["split"] for r in rows] == ["train", "train", "test"]
     assert rows[0]["review_id"] == "amazon/kitchen/positive/0"
     assert {(r["label"], r["category"]) for r in rows} == {(1, "kitchen")}
+    assert [r["group_id"] for r in rows] == [f"amazon/kitchen/B00{r:.0f}" for *_, r in REVIEWS]
 
 
 def test_amazon_sources_root_folder_and_file(tmp_path: Path) -> None:
@@ -178,6 +181,11 @@ def test_prepare_real_amazon(amazon_dir: Path, tmp_path: Path) -> None:
         assert (g.n_positive, g.n_negative) == (half, half)
     rows = read_dataset(tmp_path / "ds")
     assert len({r["review_id"] for r in rows}) == 8000
+    # group_id is the product: the canonical test split shares few products with train
+    products = {s: {r["group_id"] for r in rows if r["split"] == s} for s in ("train", "test")}
+    assert len(products["train"]) == 5051 and len(products["test"]) == 1263
+    assert len(products["train"] & products["test"]) == 12
+    assert report.group_ids == (5051, 1263, 12)
     assert all(r["text"].strip() and r["rating"] in (1.0, 2.0, 4.0, 5.0) for r in rows)
     saved = json.loads((tmp_path / "ds" / "_prepare_report.json").read_text())
     assert saved["rows"] == 8000 and len(saved["groups"]) == 8
@@ -397,6 +405,7 @@ def test_tables_with_custom_columns(tmp_path: Path, suffix: str) -> None:
         "category": "toys",
         "split": "train",
         "rating": 5.0,
+        "group_id": None,
     }
     assert (rows["r2"]["label"], rows["r2"]["split"]) == (0, "test")
     assert rows["r4"]["category"] == "shop"
@@ -413,6 +422,42 @@ def test_default_columns_parquet_folder(tmp_path: Path) -> None:
     rows = read_dataset(tmp_path / "ds")
     assert [r["review_id"] for r in rows] == ["reviews/0", "reviews/1", "reviews/2"]
     assert {(r["category"], r["split"]) for r in rows} == {("reviews", "test")}
+
+
+def test_group_column_keeps_each_group_on_one_side_of_the_hashed_split(tmp_path: Path) -> None:
+    # 40 products with 10 reviews each, and 100 reviews with no product (null or "")
+    records = [
+        {"text": f"review {i}", "label": i % 2, "product": f"p{i // 10}" if i < 400 else None}
+        for i in range(500)
+    ]
+    records[450]["product"] = ""
+    src = write_table(tmp_path / "shop.parquet", records)
+    report = prepare([src], tmp_path / "ds", columns=Columns(group="product"), test_fraction=0.3)
+    rows = read_dataset(tmp_path / "ds")
+    by_product: dict[str, set[str]] = {}
+    for r in rows:
+        if r["group_id"] is not None:
+            by_product.setdefault(r["group_id"], set()).add(r["split"])
+    assert len(by_product) == 40 and all(len(s) == 1 for s in by_product.values())
+    assert [r["split"] for r in rows] == [
+        hashed_split(r["group_id"] or r["review_id"], 0.3) for r in rows
+    ]
+    sides = {r["split"] for r in rows if r["group_id"] is None}  # 100 reviews of their own
+    assert sides == {"train", "test"} and rows[450]["group_id"] is None
+    assert {next(iter(s)) for s in by_product.values()} == {"train", "test"}
+    assert sum(report.group_ids[:2]) == 40 and report.group_ids[2] == 0
+
+
+def test_a_dataset_prepared_before_group_id_reads_it_as_nulls(tmp_path: Path) -> None:
+    prepare([pang_lee()], tmp_path / "ds")
+    old = tmp_path / "old"
+    old.mkdir()
+    pq.write_table(read_prepared(tmp_path / "ds").drop_columns(["group_id"]), old / "part.parquet")
+    table = read_prepared(old)
+    assert table.schema.equals(SCHEMA) and table["group_id"].null_count == 200
+    some = read_prepared(old, columns=["group_id", "text"], split="test")
+    assert some.column_names == ["group_id", "text"] and some.num_rows > 0
+    assert split_keys(table) == table["review_id"].to_pylist()  # each review its own group
 
 
 @pytest.mark.parametrize(

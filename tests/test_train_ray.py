@@ -192,6 +192,35 @@ def test_a_relative_dataset_path_works(ray_local, tiny_dataset, tmp_path, monkey
     assert result.metrics["test"]["n"] > 0
 
 
+def test_the_validation_carve_keeps_each_product_on_one_side(tmp_path):
+    """Reviews sharing a group_id (a product) are all in validation or all in training."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from sentiment.datasets import prepare, read_prepared
+    from sentiment.readers import Columns
+    from sentiment.text import Vocabulary
+    from sentiment.trainer import load_splits, word2vec_texts
+
+    records = [
+        {"text": f"product {i // 8} review {i}", "label": i % 2, "product": f"p{i // 8}"}
+        for i in range(800)
+    ]
+    pq.write_table(pa.Table.from_pylist(records), tmp_path / "r.parquet")
+    prepare([tmp_path / "r.parquet"], tmp_path / "ds", columns=Columns(group="product"))
+    cfg = TrainConfig(data=str(tmp_path / "ds"), val_fraction=0.25)
+    train = read_prepared(cfg.data, split="train").to_pydict()
+    seen = set(word2vec_texts(cfg))
+    sides: dict[str, set[bool]] = {}
+    for group, text in zip(train["group_id"], train["text"], strict=True):
+        sides.setdefault(group, set()).add(text in seen)
+    assert all(len(s) == 1 for s in sides.values())  # no product on both sides
+    n_val = sum(not next(iter(s)) for s in sides.values())
+    assert 0.15 < n_val / len(sides) < 0.35
+    splits = load_splits(cfg, Vocabulary.from_words([]))
+    assert len(splits["val"]) == len(train["text"]) - len(seen) == 8 * n_val
+
+
 def test_word2vec_never_sees_the_validation_reviews(tiny_dataset):
     """Validation reviews stay as unseen by word2vec as test reviews are."""
     from sentiment.datasets import read_prepared

@@ -24,14 +24,14 @@ REPO = HERE.parents[1]
 AMAZON = REPO.parent / "shared" / "datasets" / "amazon-multi-domain"
 RESULTS = HERE / "RESULTS.md"
 CACHE = Path(os.environ.get("BENCH_CACHE", "/tmp/sentiment-bench"))
-EMB_KEY_SUFFIX = ""  # set by a run whose validation carve is not `train`'s
+EMB_KEY_SUFFIX = "-group"  # the validation carve's kind; a run with another carve sets it
 
 
 def prepared_amazon() -> str:
-    """The real reviews prepared once into CACHE/amazon (canonical split)."""
+    """The real reviews prepared once into CACHE/amazon-g (canonical split, group_id)."""
     from sentiment.datasets import prepare
 
-    out = CACHE / "amazon"
+    out = CACHE / "amazon-g"
     if not out.exists():
         prepare([AMAZON], out)
     return str(out)

@@ -89,19 +89,23 @@ def main() -> None:
     parser.add_argument("--only", default="", help="run only the labels this regex matches")
     parser.add_argument(
         "--val-carve",
-        choices=("hash", "tail"),
-        default="hash",
-        help="hash: `train`'s salted hash of review_id; tail: the last positions of each "
-        "source file's train part, as the canonical test split takes the last 200 of 1,000",
+        choices=("group", "review", "tail"),
+        default="group",
+        help="group: `train`'s salted hash of each review's group_id (the product); "
+        "review: the same hash of review_id (products straddle the carve; `train` before "
+        "group_id); tail: the last positions of each source file's train part, as the "
+        "canonical test split takes the last 200 of 1,000",
     )
     args = parser.parse_args()
-    if args.val_carve == "tail":
+    if args.val_carve != "group":
         import common
 
         from sentiment import trainer
 
-        trainer.in_validation = _in_tail
-        common.EMB_KEY_SUFFIX = "-tail"
+        trainer.split_keys = lambda table: table["review_id"].to_pylist()
+        if args.val_carve == "tail":
+            trainer.in_validation = _in_tail
+        common.EMB_KEY_SUFFIX = f"-{args.val_carve}"
     base = TrainConfig(data=prepared_amazon(), val_fraction=0.1)
     lines = []
     for label, change in SWEEP:
@@ -118,7 +122,7 @@ def main() -> None:
             f"{100 * out['train_eval']['accuracy']:.2f} % | {rate:,.0f} |"
         )
     only = f" --only {shlex.quote(args.only)}" if args.only else ""
-    only += " --val-carve tail" if args.val_carve == "tail" else ""
+    only += f" --val-carve {args.val_carve}" if args.val_carve != "group" else ""
     body = f"""
 Command: `.venv/bin/python tests/benchmarks/sweep_train.py --threads {args.threads}{only}`
 
