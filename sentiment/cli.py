@@ -121,7 +121,7 @@ def prepare(
         str | None, typer.Option(help="Table sources: a category column (default: file name).")
     ] = None,
     split_column: Annotated[
-        str | None, typer.Option(help="Table sources: a train/test column (default: by id hash).")
+        str | None, typer.Option(help="Table sources: a train/test column (default: by hash).")
     ] = None,
     group_column: Annotated[
         str | None,
@@ -331,7 +331,11 @@ def train(
     ] = False,
     max_tokens: Annotated[int, typer.Option(help="Known tokens kept per review (head).")] = 400,
     val_fraction: Annotated[
-        float, typer.Option(help="Part of the train split held out for validation.")
+        float,
+        typer.Option(
+            help="Part of the train split held out for validation (whole groups: a product's "
+            "reviews are all held out or all trained on)."
+        ),
     ] = 0.0,
     seed: Annotated[int, typer.Option(help="Seed for weights, shuffling and word2vec.")] = 0,
     embeddings: Annotated[

@@ -149,7 +149,7 @@ class TrainConfig:
     batch_size: int = 64
     lr_schedule: str = "cosine"  # cosine (decay to 0 over the run) | constant
     grad_clip: float = 5.0  # max gradient norm; GRUs on long reviews occasionally spike
-    val_fraction: float = 0.0  # carved from the train split by a hash of review_id
+    val_fraction: float = 0.0  # carved from train by a hash of group_id, else review_id
     seed: int = 0
     # Ray resources
     workers: int = 1

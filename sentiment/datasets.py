@@ -1,8 +1,8 @@
 """Prepare review sources into one canonical Parquet dataset (`sentiment-jobs prepare`).
 
 Sources in any format of `sentiment.readers` are read, checked for duplicate
-review ids, given a train/test split where they have none (a hash of the review
-id: the same on every run and machine), cleared of reviews with empty text, and
+review ids, given a train/test split where they have none (a hash of the group_id,
+else of the review id: the same on every run and machine), cleared of reviews with empty text, and
 written with the fixed `SCHEMA` to a dataset directory, atomically, with a report.
 """
 
