@@ -118,6 +118,20 @@ def test_min_count_drops_rare_words() -> None:
     assert emb.meta["coverage"] == pytest.approx(n_known / n_tokens)
 
 
+def test_word2vec_reads_texts_as_held_token_lists_would_give(trained) -> None:
+    """Tokenizing on each pass (Sentences) trains the same vectors as gensim given lists,
+    and the corpus can be passed as a one-shot iterator of texts."""
+    from gensim.models import Word2Vec
+
+    texts, emb = trained
+    lists = [tokenize(t) for t in texts]
+    model = Word2Vec(lists, vector_size=16, min_count=2, epochs=2, seed=0, workers=1, sg=1)
+    assert emb.vocab.words[2:] == list(model.wv.index_to_key)
+    np.testing.assert_array_equal(emb.matrix[2:], model.wv.vectors)
+    again = build_embeddings(EmbeddingConfig(**TINY), iter(texts))
+    np.testing.assert_array_equal(again.matrix, emb.matrix)
+
+
 def test_several_workers_are_marked_not_deterministic() -> None:
     emb = build_embeddings(EmbeddingConfig(**TINY, workers=2), corpus(50))
     assert emb.meta["deterministic"] is False and emb.meta["workers"] == 2
