@@ -72,8 +72,9 @@ class Sentences:
     word2vec reads its corpus once per epoch plus twice more; Python token lists take
     about 57 bytes a token (64 MiB for the 8,000 real reviews' 1.1 M tokens, against
     6 MiB of text), so a corpus of a hundred million tokens would need gigabytes more.
-    Tokenizing again costs 0.19 µs a token, against about 6 µs a token for a skip-gram
-    epoch, and gensim tokenizes in its reader thread while its workers train.
+    Tokenizing again costs 0.19 µs a token, against 6.5 µs a token for a skip-gram epoch,
+    and gensim tokenizes in its reader thread while its workers train: measured on the
+    6,400 real training reviews (10 epochs), 58.9 s either way, peak memory 58 MiB lower.
     """
 
     def __init__(self, texts: Sequence[str]):

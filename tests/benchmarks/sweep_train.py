@@ -1,9 +1,10 @@
 """The validation sweep behind the training defaults (never the test split).
 
-    .venv/bin/python tests/benchmarks/sweep_train.py [--threads 2] [--only REGEX]
+    .venv/bin/python tests/benchmarks/sweep_train.py [--threads 2] [--only REGEX] [--val-carve group|review|tail]
 
 Each configuration trains `gru` (unless it says otherwise) for 6 epochs in the plain-torch
-loop on 90 % of the train split and reports accuracy on the held-out 10 %. Settings not
+loop on the train split less a validation tenth (`train`'s carve by product unless
+`--val-carve` says otherwise) and reports accuracy on that tenth. Settings not
 named are the defaults of `TrainConfig`. Writes a section of RESULTS.md; a run with `--only`
 (the labels it matches) writes a section of its own.
 """
@@ -64,6 +65,13 @@ SWEEP: list[tuple[str, dict]] = [
 ]
 
 
+CARVES = {
+    "group": "a tenth of the products, by a hash of group_id",
+    "review": "a tenth of the reviews, by a hash of review_id",
+    "tail": "the last tenth of each source file's train positions",
+}
+
+
 def configure(base: TrainConfig, change: dict) -> TrainConfig:
     c = dict(change)
     emb = dataclasses.replace(
@@ -107,7 +115,7 @@ def main() -> None:
             trainer.in_validation = _in_tail
         common.EMB_KEY_SUFFIX = f"-{args.val_carve}"
     base = TrainConfig(data=prepared_amazon(), val_fraction=0.1)
-    lines = []
+    lines, sizes = [], ()
     for label, change in SWEEP:
         if not re.search(args.only, label):
             continue
@@ -115,6 +123,7 @@ def main() -> None:
         print(label, flush=True)
         out = plain_train(cfg, amazon_embeddings(cfg), args.threads, evaluate=("val",))
         history = out["history"]
+        sizes = (len(out["splits"]["train"]), len(out["splits"]["val"]))
         best = max(h["val"]["accuracy"] for h in history)
         rate = sum(h["train"]["n"] for h in history) / sum(h["train"]["seconds"] for h in history)
         lines.append(
@@ -126,9 +135,9 @@ def main() -> None:
     body = f"""
 Command: `.venv/bin/python tests/benchmarks/sweep_train.py --threads {args.threads}{only}`
 
-`gru` unless named, 6 epochs, trained on 90 % of the train split (5,760 reviews), accuracy
-on the other 10 % (640 reviews; one review is 0.16 points, and seed-to-seed spread is
-about ±1 point). The test split is not used here.
+`gru` unless named, 6 epochs, trained on {sizes[0]:,} reviews of the train split, accuracy on
+the {sizes[1]:,} held out ({CARVES[args.val_carve]}; one review is {100 / sizes[1]:.2f} points, and
+seed-to-seed spread is about ±1 point). The test split is not used here.
 
 | change from the defaults | val acc (last epoch) | best epoch | train acc | train reviews/s |
 |---|---:|---:|---:|---:|
