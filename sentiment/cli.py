@@ -516,8 +516,12 @@ def score(
             help="Column identifying rows (default: review_id if present, else a row_id is added from file and row)."
         ),
     ] = "",
-    batch_size: Annotated[int, typer.Option(help="Rows per Ray Data batch.")] = 1024,
-    model_batch_size: Annotated[int, typer.Option(help="Reviews per forward pass.")] = 256,
+    batch_size: Annotated[
+        int, typer.Option(help="Rows per Ray Data batch (sorted by length inside).")
+    ] = 4096,
+    model_batch_size: Annotated[
+        int, typer.Option(help="Reviews per forward pass; 0: 128 on CPU, 1024 on a GPU.")
+    ] = 0,
     actors: Annotated[
         int, typer.Option(help="Scoring actors (0: one per GPU, or one per CPU core).")
     ] = 0,

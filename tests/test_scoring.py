@@ -122,3 +122,16 @@ def test_pickled_weights_are_never_loaded(tmp_path, tiny_model):
 def test_not_a_model_directory(tmp_path):
     with pytest.raises(SentimentError, match="not a model directory"):
         Scorer(tmp_path)
+
+
+def test_batch_size_defaults_per_device_and_bad_sizes_are_refused(tiny_model):
+    from sentiment.config import ScoreConfig
+    from sentiment.scoring import CPU_MODEL_BATCH, GPU_MODEL_BATCH
+
+    default = GPU_MODEL_BATCH if torch.cuda.is_available() else CPU_MODEL_BATCH
+    assert Scorer(tiny_model).batch_size == default
+    assert Scorer(tiny_model, batch_size=7).batch_size == 7
+    assert ScoreConfig(model_batch_size=0).model_batch_size == 0  # 0: the Scorer chooses
+    for bad in ({"batch_size": 0}, {"model_batch_size": -1}):
+        with pytest.raises(SentimentError, match="--batch-size must be >= 1"):
+            ScoreConfig(**bad)

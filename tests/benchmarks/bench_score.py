@@ -31,7 +31,7 @@ from common import CACHE, amazon_embeddings, plain_train, prepared_amazon, write
 from sentiment.artifacts import write_model_dir
 from sentiment.config import EmbeddingConfig, ModelConfig, ScoreConfig, TrainConfig
 from sentiment.datasets import read_prepared
-from sentiment.scoring import Scorer
+from sentiment.scoring import CPU_MODEL_BATCH, Scorer
 
 ROWS_PER_FILE = 5_000
 
@@ -106,7 +106,8 @@ def scorer_breakdown(model: Path, files: list[Path], mechanism: str, threads: in
     `padded` (nn.GRU on padded length buckets) or `packed` (nn.GRU on packed sequences).
     """
     torch.set_num_threads(threads)
-    scorer = Scorer(model, batch_size=256)
+    scorer = Scorer(model)  # the default reviews per forward pass
+    pool = ScoreConfig().batch_size  # the job hands each Scorer batches of this many rows
     if mechanism != "table":
         scorer.model.forget_input_gates()
         scorer.model.set_packed(mechanism == "packed")
@@ -120,7 +121,8 @@ def scorer_breakdown(model: Path, files: list[Path], mechanism: str, threads: in
         t2 = time.perf_counter()
         ids = [scorer.vocab.encode(t, scorer.max_tokens).ids for t in texts]
         t3 = time.perf_counter()
-        scorer._predict([x for x in ids if x])
+        for k in range(0, len(ids), pool):
+            scorer._predict([x for x in ids[k : k + pool] if x])
         t4 = time.perf_counter()
         t_read, t_arrow, t_encode, t_model = (
             t_read + t1 - t0, t_arrow + t2 - t1, t_encode + t3 - t2, t_model + t4 - t3
@@ -134,12 +136,33 @@ def scorer_breakdown(model: Path, files: list[Path], mechanism: str, threads: in
 def scorer_end_to_end(model: Path, files: list[Path], threads: int) -> float:
     """Reviews/s of `Scorer.__call__` (the Ray UDF) over Arrow tables, reading included."""
     torch.set_num_threads(threads)
-    scorer = Scorer(model, batch_size=256)
+    scorer = Scorer(model)
     start, rows = time.perf_counter(), 0
     for f in files:
-        for batch in pq.ParquetFile(f).iter_batches(batch_size=1024):
+        for batch in pq.ParquetFile(f).iter_batches(batch_size=ScoreConfig().batch_size):
             rows += scorer(pa.Table.from_batches([batch])).num_rows
     return rows / (time.perf_counter() - start)
+
+
+def batch_grid(model: Path, files: list[Path]) -> list[tuple[int, int, float]]:
+    """Model time (reviews/s, 1 thread, best of 2) by rows per Ray batch (the pool the
+    Scorer sorts by length) and reviews per forward pass."""
+    torch.set_num_threads(1)
+    texts = [t for f in files for t in pq.read_table(f, columns=["text"])["text"].to_pylist()]
+    out = []
+    for pool in (1024, 4096, 16384):
+        for size in (64, 128, 256, 1024):
+            scorer = Scorer(model, batch_size=size)
+            ids = [scorer.vocab.encode(t, scorer.max_tokens).ids for t in texts]
+            ids = [x for x in ids if x]
+            best = float("inf")
+            for _ in range(2):
+                start = time.perf_counter()
+                for k in range(0, len(ids), pool):
+                    scorer._predict(ids[k : k + pool])
+                best = min(best, time.perf_counter() - start)
+            out.append((pool, size, len(ids) / best))
+    return out
 
 
 def batch1_loop(model: Path, texts: list[str], threads: int) -> float:
@@ -202,6 +225,7 @@ def main() -> None:
     padded = best(model, files[:8], "padded", 1)
     packed = best(model, files[:8], "packed", 1)
     udf = scorer_end_to_end(model, files, 1)
+    grid = batch_grid(model, files[:5])
     one = batch1_loop(model, real_test[:800], 1)
 
     base = _used()
@@ -231,7 +255,7 @@ Input: the 8,000 real reviews resampled into Parquet files of {ROWS_PER_FILE:,} 
 | Scorer in one process, 2 threads, best of 3 | {table2["rows"]:,} | {table2["total"]:.1f} | {table2["rate"]:,.0f} |
 | Scorer, 1 thread, `nn.GRU` on padded length buckets, best of 3 | {padded["rows"]:,} | {padded["total"]:.1f} | {padded["rate"]:,.0f} |
 | Scorer, 1 thread, `nn.GRU` on packed sequences, best of 3 | {packed["rows"]:,} | {packed["total"]:.1f} | {packed["rate"]:,.0f} |
-| Scorer as the Ray UDF (`__call__` on Arrow batches of 1,024), 1 thread | {args.rows:,} | – | {udf:,.0f} |
+| Scorer as the Ray UDF (`__call__` on Arrow batches of {ScoreConfig().batch_size:,}), 1 thread | {args.rows:,} | – | {udf:,.0f} |
 | batch-size-1 loop like the original (real test reviews), 1 thread | 800 | – | {one:,.0f} |
 
 The `score` job's time is the whole run in-process on a started local Ray: checks, Ray
@@ -242,6 +266,13 @@ Scorer / batch-1 loop: **{table1["rate"] / one:.1f}×**.
 Where the Scorer's time goes (1 thread, {table["rows"]:,} rows): Parquet read
 {table["read"]:.1f} s, Arrow → Python strings {table["arrow"]:.1f} s, tokenize + vocabulary
 look-up {table["tokenize"]:.1f} s, model {table["model"]:.1f} s.
+
+Model time alone by batch sizes (1 thread, {5 * ROWS_PER_FILE:,} rows, best of 2;
+defaults: {ScoreConfig().batch_size:,} rows per Ray batch, {CPU_MODEL_BATCH} reviews per forward pass on CPU):
+
+| rows per Ray batch | {" | ".join(f"{m} per pass" for m in (64, 128, 256, 1024))} |
+|---:|---:|---:|---:|---:|
+{chr(10).join(f"| {p:,} | " + " | ".join(f"{r:,.0f}" for q, _, r in grid if q == p) + " |" for p in (1024, 4096, 16384))}
 
 Peak memory of the machine during each run above its level before Ray started (Ray's
 processes included; measured after a 5,000-row warm-up run):
