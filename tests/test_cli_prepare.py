@@ -150,6 +150,25 @@ def test_prepare_prints_the_report(tmp_path: Path) -> None:
     assert pq.read_table(tmp_path / "ds").num_rows == 2
 
 
+def test_prepare_counts_groups_per_split(tmp_path: Path) -> None:
+    # numeric product ids (CSV reads them as integers) become strings; a blank one is none
+    rows = "".join(f"review {i},{i % 2},{i // 4 if i < 36 else ''}\n" for i in range(40))
+    src = _write(tmp_path / "shop.csv", "body,y,product\n" + rows)
+    args = ["prepare", str(src), "-o", str(tmp_path / "ds"), "--text-column", "body"]
+    args += ["--label-column", "y", "--group-column", "product", "--test-fraction", "0.5"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    table = pq.read_table(tmp_path / "ds").to_pydict()
+    groups = [g for g in table["group_id"] if g is not None]
+    assert len(groups) == 36 and set(groups) == {str(n) for n in range(9)}
+    train = {g for g, s in zip(table["group_id"], table["split"], strict=True) if s == "train"}
+    test = {g for g, s in zip(table["group_id"], table["split"], strict=True) if s == "test"}
+    train, test = train - {None}, test - {None}
+    assert not train & test and len(train) + len(test) == 9
+    line = f"group_id: {len(train)} groups in train, {len(test)} in test, 0 in both"
+    assert line in result.output.splitlines()
+
+
 def _console_script() -> str:
     found = shutil.which("sentiment-jobs") or str(Path(sys.executable).parent / "sentiment-jobs")
     if not Path(found).exists():

@@ -470,6 +470,7 @@ def test_a_dataset_prepared_before_group_id_reads_it_as_nulls(tmp_path: Path) ->
         ([{"text": "x", "label": 1, "s": "dev"}], Columns(split="s"), "row 0: split 'dev'"),
         ([{"text": "x", "label": 1, "r": "lots"}], Columns(rating="r"), "rating 'lots'"),
         ([{"text": "x", "label": 1, "i": None}], Columns(id="i"), "row 0: id column 'i' is empty"),
+        ([{"text": "x", "label": 1}], Columns(group="product"), "no column 'product'"),
     ],
 )
 def test_bad_tables(tmp_path: Path, records: list[dict], columns: Columns, message: str) -> None:
