@@ -2,8 +2,9 @@
 
 Sources in any format of `sentiment.readers` are read, checked for duplicate
 review ids, given a train/test split where they have none (a hash of the group_id,
-else of the review id: the same on every run and machine), cleared of reviews with empty text, and
-written with the fixed `SCHEMA` to a dataset directory, atomically, with a report.
+else of the review id: the same on every run and machine), cleared of reviews with
+empty text, and written with the fixed `SCHEMA` to a dataset directory, atomically,
+with a report.
 """
 
 from __future__ import annotations

@@ -70,7 +70,7 @@ class Sentences:
     """Texts as token lists, tokenized again on each pass rather than held as lists.
 
     word2vec reads its corpus once per epoch plus twice more; Python token lists take
-    about 57 bytes a token (64 MiB for the 8,000 real reviews' 1.1 M tokens, against
+    about 60 bytes a token (64 MiB for the 8,000 real reviews' 1.1 M tokens, against
     6 MiB of text), so a corpus of a hundred million tokens would need gigabytes more.
     Tokenizing again costs 0.19 µs a token, against 6.5 µs a token for a skip-gram epoch,
     and gensim tokenizes in its reader thread while its workers train: measured on the
