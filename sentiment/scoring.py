@@ -23,9 +23,10 @@ from sentiment.text import pad_batch
 log = logging.getLogger(__name__)
 
 # Reviews per forward pass when none is given. CPU: measured (tests/benchmarks/RESULTS.md,
-# one thread, length-sorted Ray batches of 4,096): 128 scored 3,094 reviews/s, 256 2,719,
-# 1,024 2,097; each step's gate tensors stay in cache. GPU: a judgement, not measured
-# here (no GPU was lent): large enough to fill the device through cuDNN's packed kernels.
+# one thread, length-sorted Ray batches of 4,096): 64 scored 3,392 reviews/s, 128 3,103,
+# 256 2,867, 1,024 1,890; smaller passes keep each step's gate tensors in cache. 128 was
+# chosen before the run that showed 64 ahead (see the note there). GPU: a judgement, not
+# measured here (no GPU was lent): large enough to fill the device through cuDNN.
 CPU_MODEL_BATCH = 128
 GPU_MODEL_BATCH = 1024
 
