@@ -55,8 +55,9 @@ AddressOption = Annotated[
     str,
     typer.Option(
         envvar="RAY_ADDRESS",
-        help="Ray dashboard address (http://<head>:8265): run as a Ray job there. Empty or "
-        "'local': run on a Ray started in-process. Paths must be reachable from the cluster.",
+        help="http://<head>:8265: submit as a Ray job there. <head>:<port> or 'auto': run "
+        "here as a driver of that cluster. Empty or 'local': a Ray started in-process. "
+        "Paths must be reachable from the cluster.",
     ),
 ]
 WaitOption = Annotated[
@@ -368,6 +369,12 @@ def train(
         int, typer.Option(help="Pretrained: keep at most this many vectors (0: all).")
     ] = 0,
     workers: Annotated[int, typer.Option(help="Ray Train workers (data-parallel).")] = 1,
+    min_workers: Annotated[
+        int,
+        typer.Option(
+            help="Elastic: go on with as few as this many workers when nodes are lost (0: always --workers)."
+        ),
+    ] = 0,
     use_gpu: Annotated[bool, typer.Option(help="One GPU per worker.")] = False,
     gpus_per_worker: Annotated[float, typer.Option(help="GPUs per worker with --use-gpu.")] = 1.0,
     cpus_per_worker: Annotated[float, typer.Option(help="CPUs reserved per worker.")] = 1.0,
@@ -375,8 +382,16 @@ def train(
         int, typer.Option(help="torch threads per worker (0: one per CPU reserved).")
     ] = 0,
     max_failures: Annotated[
-        int, typer.Option(help="Worker failures to recover from (from the last checkpoint).")
+        int,
+        typer.Option(help="Worker or node failures to recover from (from the last checkpoint)."),
     ] = 0,
+    resource_timeout: Annotated[
+        float,
+        typer.Option(
+            envvar="SENTIMENT_RESOURCE_TIMEOUT",
+            help="Seconds to wait for room for the workers before failing with the missing resource named.",
+        ),
+    ] = 600.0,
     store: Annotated[
         str,
         typer.Option(
@@ -434,20 +449,23 @@ def train(
             val_fraction=val_fraction,
             seed=seed,
             workers=workers,
+            min_workers=min_workers,
             use_gpu=use_gpu,
             gpus_per_worker=gpus_per_worker,
             cpus_per_worker=cpus_per_worker,
             threads_per_worker=threads,
             max_failures=max_failures,
+            resource_timeout_s=resource_timeout,
             store=store,
             storage_path=storage_path,
             name=name,
         )
-    if _submitting(address):
+        submitting = _submitting(address)
+    if submitting:
         _submit_job("train", cfg, address, wait, python)
         return
     with user_errors():
-        result = run_training(cfg)
+        result = run_training(cfg, address=_driver_address(address))
     m = result.metrics
     typer.echo("\n" + results_table([m]))
     if m.get("test"):
@@ -523,7 +541,20 @@ def score(
         int, typer.Option(help="Reviews per forward pass; 0: 128 on CPU, 1024 on a GPU.")
     ] = 0,
     actors: Annotated[
-        int, typer.Option(help="Scoring actors (0: one per GPU, or one per CPU core).")
+        int,
+        typer.Option(
+            help="A fixed number of scoring actors (0: from --min-actors up to --max-actors)."
+        ),
+    ] = 0,
+    min_actors: Annotated[
+        int, typer.Option(min=1, help="The actor pool never shrinks below this.")
+    ] = 1,
+    max_actors: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="The pool may grow to this many as an autoscaler adds nodes (0: one per GPU, or per CPU core, of the nodes alive at start).",
+        ),
     ] = 0,
     gpus_per_actor: Annotated[
         float, typer.Option(help="GPUs per actor (-1: 1 when the cluster has GPUs, else 0).")
@@ -537,6 +568,13 @@ def score(
             help="Known tokens read per review; longer ones are truncated and marked (0: the model's setting, 400 by default)."
         ),
     ] = 0,
+    resource_timeout: Annotated[
+        float,
+        typer.Option(
+            envvar="SENTIMENT_RESOURCE_TIMEOUT",
+            help="Seconds to wait for actors to start, or for a stalled run to move, before failing with the missing resource named.",
+        ),
+    ] = 600.0,
     incremental: Annotated[
         bool, typer.Option(help="Only score input files the committed manifest does not list.")
     ] = False,
@@ -566,17 +604,21 @@ def score(
             batch_size=batch_size,
             model_batch_size=model_batch_size,
             actors=actors,
+            min_actors=min_actors,
+            max_actors=max_actors,
+            resource_timeout_s=resource_timeout,
             gpus_per_actor=gpus_per_actor,
             cpus_per_actor=cpus_per_actor,
             max_tokens=max_tokens,
             incremental=incremental,
             on_bad_file=on_bad_file.value,
         )
-    if _submitting(address):
+        submitting = _submitting(address)
+    if submitting:
         _submit_job("score", cfg, address, wait, python)
         return
     with user_errors():
-        summary = run_scoring(cfg)
+        summary = run_scoring(cfg, address=_driver_address(address))
     _echo_score_summary(summary.output, summary.manifest)
 
 
@@ -602,16 +644,24 @@ def _echo_score_summary(output: str, manifest: dict) -> None:
 
 
 def _submitting(address: str) -> bool:
-    """Submit a Ray job? Not without an address, nor from inside a Ray job (RAY_ADDRESS is
-    set there for the driver: the command runs on that job's cluster instead)."""
+    """Submit a Ray job? Only to a dashboard (http://), and not from inside a Ray job
+    (RAY_ADDRESS is set there for the driver: the command runs on that job's cluster)."""
+    from sentiment.cluster import SUBMIT, address_kind
     from sentiment.submit import inside_ray_job
 
-    if address in ("", "local"):
+    if address_kind(address) != SUBMIT:
         return False
     if inside_ray_job():
         logging.getLogger(__name__).info("inside a Ray job: running here, not submitting")
         return False
     return True
+
+
+def _driver_address(address: str) -> str:
+    """The cluster to join as a driver (host:port or auto), or "" for a local Ray."""
+    from sentiment.cluster import DRIVER, address_kind
+
+    return address if address_kind(address) == DRIVER else ""
 
 
 def _submit_job(kind: str, cfg: object, address: str, wait: bool, python: str) -> None:
@@ -645,9 +695,15 @@ JobId = Annotated[str, typer.Argument(help="Submission id (sentiment-<kind>-...)
 
 def _cluster(address: str):
     from sentiment import submit
+    from sentiment.cluster import LOCAL, SUBMIT, address_kind
 
-    if address in ("", "local"):
+    kind = address_kind(address)
+    if kind == LOCAL:
         raise SentimentError("no Ray cluster given: use --address or set RAY_ADDRESS")
+    if kind != SUBMIT:
+        raise SentimentError(
+            f"Ray jobs are managed through the dashboard: give http://<head>:8265, not {address}"
+        )
     return submit.connect(address)
 
 

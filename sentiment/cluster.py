@@ -1,49 +1,139 @@
-"""Connecting to Ray: the cluster a job runs in, or a private local one.
+"""Connecting to Ray: the cluster a command runs on, or a private local one.
 
-Inside a Ray job the supervisor sets RAY_ADDRESS and `ray.init()` joins that
-cluster. Anywhere else, `address="local"` starts a fresh in-process cluster
-rather than joining whatever local Ray happens to be running.
+Addresses mean what they mean to Ray users:
+
+- "" or "local": start a private Ray in this process (nothing to set up).
+- "host:port" (the head's GCS, as `ray start` prints it) or "auto" (the cluster this
+  machine belongs to): run here as a driver of that cluster.
+- "http(s)://host:8265" (the dashboard): submit a Ray job there (sentiment.submit).
+
+Inside a Ray job the supervisor sets RAY_ADDRESS to its cluster: `ray.init()` joins it.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
+
+from sentiment.config import SentimentError
 
 log = logging.getLogger(__name__)
+LOCAL, DRIVER, SUBMIT = "local", "driver", "submit"
+_HOST_PORT = re.compile(r"(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):\d{1,5}")
 
 
-def init_ray(num_cpus: int | None = None, num_gpus: int | None = None) -> None:
-    """Join the job's cluster (RAY_ADDRESS set by Ray Jobs) or start a local Ray once."""
+def address_kind(address: str) -> str:
+    """LOCAL, DRIVER or SUBMIT for an address as the user gave it (see the module doc)."""
+    address = address.strip()
+    if address in ("", "local"):
+        return LOCAL
+    if address.startswith(("http://", "https://")):
+        return SUBMIT
+    if address == "auto" or _HOST_PORT.fullmatch(address):
+        return DRIVER
+    if address.startswith("ray://"):
+        raise SentimentError(
+            f"{address} is a Ray Client address, which Ray Train and Ray Data do not support "
+            "well: give the head's http://<head>:8265 to submit a job, or run on a cluster "
+            "node with --address <head>:6379 (or auto)"
+        )
+    raise SentimentError(
+        f"{address!r} is not a Ray address: use <head>:<port> or auto (run here as a driver "
+        "of that cluster), http://<head>:8265 (submit a Ray job), or nothing (a local Ray)"
+    )
+
+
+def init_ray(address: str = "", num_cpus: int | None = None, num_gpus: int | None = None) -> None:
+    """Join the cluster at `address` (or the job's own, inside a Ray job), else start a
+    local Ray. Only a local Ray takes `num_cpus`/`num_gpus`."""
     import ray
 
     if ray.is_initialized():
         return
-    if os.environ.get("RAY_JOB_ID") or os.environ.get("RAY_ADDRESS"):
-        ray.init(log_to_driver=True)
+    if os.environ.get("RAY_JOB_ID") or (not address and os.environ.get("RAY_ADDRESS")):
+        ray.init(log_to_driver=True)  # the job's cluster, from RAY_ADDRESS
+        return
+    if address_kind(address) == DRIVER:
+        log.info("joining the Ray cluster at %s", address)
+        try:
+            ray.init(address=address, log_to_driver=True)
+        except (ConnectionError, TimeoutError, RuntimeError) as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise SentimentError(f"cannot join the Ray cluster at {address}: {reason}") from None
         return
     log.info("starting a local Ray (no cluster address given)")
-    ray.init(
-        address="local",
-        num_cpus=num_cpus,
-        num_gpus=num_gpus,
-        log_to_driver=True,
-    )
+    ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, log_to_driver=True)
+
+
+# What Ray raises when a node, worker or object is lost: the work can be done again.
+LOST = (
+    "ActorDiedError", "ActorUnavailableError", "NodeDiedError", "ObjectLostError",
+    "OwnerDiedError", "ObjectFetchTimedOutError", "ObjectReconstructionFailed",
+    "WorkerCrashedError", "ReferenceCountingAssertionError", "ExecutionTimeoutError",
+    "RayActorError", "LocalRayletDiedError",
+)  # fmt: skip
+_EXCEPTION_LINE = re.compile(r"^(?:[\w.]+\.)?(\w*(?:Error|Exception|Exit)\w*)(?:\(.*\))?: \S")
 
 
 def failure_reason(exc: BaseException) -> str:
     """One line from an error Ray raised for a remote task or worker: our own message
-    when a `SentimentError` was raised remotely, else the last line of the error text."""
+    when a `SentimentError` was raised remotely, else the last exception line of the
+    remote traceback (not Ray's advice that follows it), else the last line."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     for line in reversed(lines):
         if "SentimentError: " in line:
             return line.split("SentimentError: ", 1)[1]
+    for line in reversed(lines):
+        if _EXCEPTION_LINE.match(line):
+            return line[:500]
     return (lines[-1] if lines else type(exc).__name__)[:500]
 
 
-def cluster_resources() -> dict[str, float]:
-    """CPUs and GPUs the connected cluster has in total."""
+def lost_work(exc: BaseException) -> bool:
+    """Whether Ray failed because a node, worker or object was lost (worth retrying), not
+    because of the data or the code."""
+    text = f"{type(exc).__name__}: {exc}"
+    return "SentimentError" not in text and any(name in text for name in LOST)
+
+
+def alive_nodes() -> list[dict[str, float]]:
+    """CPUs, GPUs and object store bytes of every alive node of the connected cluster."""
     import ray
 
-    res = ray.cluster_resources()
-    return {"CPU": float(res.get("CPU", 0)), "GPU": float(res.get("GPU", 0))}
+    return [
+        {
+            "CPU": float(n["Resources"].get("CPU", 0)),
+            "GPU": float(n["Resources"].get("GPU", 0)),
+            "object_store_memory": float(n["Resources"].get("object_store_memory", 0)),
+        }
+        for n in ray.nodes()
+        if n.get("Alive")
+    ]
+
+
+def describe(nodes: list[dict[str, float]]) -> str:
+    """'3 nodes: CPU 0+1+1, GPU 0' for error messages."""
+
+    def each(key: str) -> str:
+        values = [n.get(key, 0) for n in nodes]
+        text = "+".join(f"{v:g}" for v in values) if any(values) else "0"
+        return f"{key} {text}"
+
+    return f"{len(nodes)} node{'s' if len(nodes) != 1 else ''}: {each('CPU')}, {each('GPU')}"
+
+
+def can_place(bundles: list[dict[str, float]], timeout_s: float) -> bool:
+    """Whether the cluster can host `bundles` (each on some node) within `timeout_s`.
+
+    Asked with a placement group, removed at once: an autoscaler sees the request and may
+    add nodes meanwhile, and a request no node can ever meet ends at the timeout instead
+    of waiting forever, as Ray would.
+    """
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    pg = placement_group([{k: v for k, v in b.items() if v > 0} for b in bundles], "SPREAD")
+    try:
+        return pg.wait(timeout_seconds=max(1, round(timeout_s)))
+    finally:
+        remove_placement_group(pg)

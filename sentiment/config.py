@@ -153,11 +153,14 @@ class TrainConfig:
     seed: int = 0
     # Ray resources
     workers: int = 1
+    min_workers: int = 0  # > 0: elastic, go on with this many when nodes are lost; 0: fixed
     use_gpu: bool = False
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 1.0  # only when use_gpu
     threads_per_worker: int = 0  # torch intra-op threads per worker; 0: one per CPU reserved
     max_failures: int = 0
+    # Seconds to wait for room for the workers before failing with the resource named.
+    resource_timeout_s: float = 600.0
     # where things go
     store: str = ""  # model store (local dir or URI); "" -> <home>/models
     storage_path: str = ""  # Ray Train run storage (local dir or URI); "" -> <home>/train
@@ -178,6 +181,15 @@ class TrainConfig:
             raise SentimentError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.workers < 1:
             raise SentimentError(f"workers must be >= 1, got {self.workers}")
+        if not 0 <= self.min_workers <= self.workers:
+            raise SentimentError(
+                f"min workers must be between 0 and --workers ({self.workers}), "
+                f"got {self.min_workers}"
+            )
+        if self.resource_timeout_s <= 0:
+            raise SentimentError(
+                f"--resource-timeout must be > 0 seconds, got {self.resource_timeout_s:g}"
+            )
 
 
 @dataclass(frozen=True)
@@ -195,19 +207,39 @@ class ScoreConfig:
     # the earlier defaults, 2,365 reviews/s; 4,096 x 128 3,103).
     batch_size: int = 4096
     model_batch_size: int = 0  # reviews per forward pass; 0 -> the Scorer's per-device default
-    actors: int = 0  # 0 -> one per GPU, or one per CPU core on a CPU cluster
+    actors: int = 0  # a fixed pool; 0 -> autoscaled from min_actors to max_actors
+    min_actors: int = 1  # the pool never shrinks below this
+    max_actors: int = 0  # 0 -> as many as the alive nodes hold now (one per GPU or core)
     gpus_per_actor: float = -1.0  # -1 -> 1 if the cluster has GPUs, else 0
-    cpus_per_actor: float = 0.0  # 0 -> chosen so read and write tasks keep a CPU
+    cpus_per_actor: float = 0.0  # 0 -> what each node holds after read and write tasks
+    # Seconds to wait for the first actors to start, and for a stalled run to move again,
+    # before failing with the missing resource named (an autoscaler may be adding nodes).
+    resource_timeout_s: float = 600.0
     max_tokens: int = 0  # 0 -> the model's own setting
     incremental: bool = False
     on_bad_file: str = "fail"  # fail | skip
-    rows_per_file: int = 250_000  # bounds output file size
+    # Input rows read, scored and written together (whole row groups): at most this many
+    # per output file, and what a lost node makes a run score again.
+    rows_per_file: int = 50_000
+    max_attempts: int = 3  # of the pipeline, each over what the last left unscored
 
     def __post_init__(self) -> None:
         if self.on_bad_file not in ("fail", "skip"):
             raise SentimentError(f"--on-bad-file must be fail or skip, got {self.on_bad_file!r}")
         if self.batch_size < 1 or self.model_batch_size < 0:
             raise SentimentError("--batch-size must be >= 1 and --model-batch-size >= 0")
+        if self.actors < 0 or self.min_actors < 1 or self.max_actors < 0:
+            raise SentimentError("--actors and --max-actors must be >= 0, --min-actors >= 1")
+        if self.max_actors and self.max_actors < self.min_actors:
+            raise SentimentError(
+                f"--max-actors {self.max_actors} is below --min-actors {self.min_actors}"
+            )
+        if self.resource_timeout_s <= 0:
+            raise SentimentError(
+                f"--resource-timeout must be > 0 seconds, got {self.resource_timeout_s:g}"
+            )
+        if self.rows_per_file < 1 or self.max_attempts < 1:
+            raise SentimentError("--rows-per-file and --max-attempts must be >= 1")
 
 
 C = TypeVar("C")

@@ -35,6 +35,7 @@ class InputFile:
     rows: int
     row_groups: int
     schema: pa.Schema
+    group_rows: tuple[int, ...] = ()  # rows in each row group
 
 
 def resolve(inputs: list[str], exclude: str | None = None) -> list[tuple[Any, str, str, int]]:
@@ -104,7 +105,8 @@ def inspect(fs, path: str, uri: str, size: int) -> InputFile:
             schema = meta.schema.to_arrow_schema()
     except (OSError, pa.ArrowException) as exc:
         raise SentimentError(f"{uri}: not a readable Parquet file ({exc})") from None
-    return InputFile(uri, path, fs, size, meta.num_rows, meta.num_row_groups, schema)
+    groups = tuple(meta.row_group(i).num_rows for i in range(meta.num_row_groups))
+    return InputFile(uri, path, fs, size, meta.num_rows, meta.num_row_groups, schema, groups)
 
 
 TEXT_TYPES = (pa.string(), pa.large_string(), pa.binary(), pa.large_binary(), pa.null())

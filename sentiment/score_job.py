@@ -1,12 +1,10 @@
-"""`sentiment-jobs score`: Ray Data actors run the Scorer over Parquet files and commit the output.
+"""`sentiment-jobs score`: score every input row exactly once and commit the output.
 
-    checked input files ─► read tasks (row groups, exact row positions)
-        ─► map_batches(ScorerActor, ActorPoolStrategy, one GPU each when there are GPUs)
-        ─► write_parquet(<output>/_staging/<run>) ─► row counts verified ─► commit
+    checked input files ─► units ─► Ray Data pipeline (sentiment.pipeline), repeated over
+        what is left when a node is lost ─► row counts verified ─► commit
 
-Reading goes through a small Datasource over the already-checked file list
-rather than `read_parquet`: it knows each row's file and position (for the
-generated id), reads row groups so memory stays flat, and never re-lists paths.
+This module decides what to score (incremental runs), how big the actor pool is for the
+cluster at hand, and commits what the pipeline staged (sentiment.commit).
 """
 
 from __future__ import annotations
@@ -15,6 +13,7 @@ import logging
 import math
 import time
 import uuid
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,11 +25,17 @@ from sentiment.artifacts import resolve_model, versions
 from sentiment.commit import OutputDir, staged_name
 from sentiment.config import ScoreConfig, SentimentError, absolute, store_location, to_dict
 from sentiment.inputs import InputFile, check_inputs, unified_schema
-from sentiment.scoring import OUTPUT_COLUMNS, STATUSES, Scorer
+from sentiment.pipeline import (
+    GENERATED_ID,
+    Registry,
+    ScorerActor,
+    complete,
+    make_datasource,
+    plan_units,
+)
+from sentiment.scoring import OUTPUT_COLUMNS, STATUSES
 
 log = logging.getLogger(__name__)
-GENERATED_ID = "row_id"
-ROW_GROUPS_PER_TASK = 4
 
 
 @dataclass
@@ -56,134 +61,59 @@ class _Run:
     plan: dict[str, float] = field(default_factory=dict)
     staged: list[str] = field(default_factory=list)
     actors: list[dict[str, Any]] = field(default_factory=list)
+    nodes: list[dict[str, float]] = field(default_factory=list)  # alive at the last attempt
+    retries: list[dict[str, Any]] = field(default_factory=list)  # attempts that lost nodes
 
 
-class ScorerActor:
-    """The Scorer as a Ray Data class UDF. Built from the model *path*, so a restarted
-    actor reloads it, and it reports which device it got."""
-
-    def __init__(
-        self,
-        model_dir: str,
-        text_column: str,
-        max_tokens: int,
-        batch_size: int,
-        threads: int,
-        registry=None,
-    ):
-        import os
-
-        import ray
-
-        self.scorer = Scorer(
-            model_dir,
-            text_column=text_column,
-            max_tokens=max_tokens,
-            batch_size=batch_size,
-            threads=threads,
-        )
-        if registry is not None:
-            info = {
-                "pid": os.getpid(),
-                "node": ray.get_runtime_context().get_node_id()[:12],
-                "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
-                "device": str(self.scorer.device),
-            }
-            ray.get(registry.add.remote(info))
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        return self.scorer(batch)
+IO_CPUS = 0.25  # each read and write task: Arrow I/O, light next to the model
 
 
-class _Registry:
-    """A tiny actor collecting what each scoring actor ran on, for the manifest."""
+def plan_resources(cfg: ScoreConfig, nodes: list[dict[str, float]]) -> dict[str, float]:
+    """The actor pool for the alive `nodes`: size (initial, min, max), GPUs, CPUs and torch
+    threads per actor.
 
-    def __init__(self):
-        self.items: list[dict[str, Any]] = []
-
-    def add(self, info: dict[str, Any]) -> None:
-        self.items.append(info)
-
-    def get(self) -> list[dict[str, Any]]:
-        return self.items
-
-
-def make_datasource(files: list[InputFile], schema: pa.Schema, add_id: bool):
-    """A Ray Datasource yielding every row of `files` once, cast to `schema`."""
-    from ray.data.block import BlockMetadata
-    from ray.data.datasource import Datasource, ReadTask
-
-    out_schema = schema.append(pa.field(GENERATED_ID, pa.string())) if add_id else schema
-
-    def read(f: InputFile, groups: list[int]):
-        with f.fs.open_input_file(f.path) as handle:
-            pf = pq.ParquetFile(handle)
-            offset = sum(pf.metadata.row_group(g).num_rows for g in range(groups[0]))
-            for g in groups:
-                try:
-                    table = _conform(pf.read_row_group(g), schema)
-                except (OSError, pa.ArrowException) as exc:
-                    raise SentimentError(f"{f.uri}: cannot read row group {g}: {exc}") from None
-                if add_id:
-                    ids = [f"{f.uri}:{offset + i}" for i in range(table.num_rows)]
-                    table = table.append_column(GENERATED_ID, pa.array(ids, pa.string()))
-                offset += table.num_rows
-                yield table
-
-    class ReviewFiles(Datasource):
-        def estimate_inmemory_data_size(self) -> int:
-            return sum(f.size for f in files) * 3
-
-        def get_read_tasks(self, parallelism, per_task_row_limit=None, data_context=None):
-            tasks = []
-            for f in files:
-                for start in range(0, f.row_groups, ROW_GROUPS_PER_TASK):
-                    groups = list(range(start, min(start + ROW_GROUPS_PER_TASK, f.row_groups)))
-                    meta = BlockMetadata(
-                        num_rows=None, size_bytes=None, exec_stats=None, input_files=[f.uri]
-                    )
-                    tasks.append(ReadTask(lambda f=f, g=groups: read(f, g), meta, out_schema))
-            return tasks
-
-    return ReviewFiles()
-
-
-def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """A file's table in the unified column order and types; absent columns as nulls."""
-    columns = [
-        table.column(field.name).cast(field.type)
-        if field.name in table.column_names
-        else pa.nulls(table.num_rows, field.type)
-        for field in schema
-    ]
-    return pa.Table.from_arrays(columns, schema=schema)
-
-
-def plan_resources(cfg: ScoreConfig, cluster: dict[str, float]) -> dict[str, float]:
-    """Actors, GPUs and CPUs per actor, and torch threads per actor, for this cluster.
-
-    GPU cluster: one actor per GPU. CPU cluster: one single-threaded actor per core,
-    each reserving a fraction of a CPU so that the pool never takes every CPU and the
-    read and write tasks always get one (a full pool deadlocks them).
+    One actor per GPU on GPU nodes, else one single-threaded actor per CPU core. An
+    actor's CPU share is what the smallest host leaves per actor after one read or write
+    task (IO_CPUS), so that on every node, even a one-CPU worker, I/O tasks still fit
+    beside the actors (a pool sized from cluster totals starved them on one-CPU nodes,
+    and a full pool deadlocks them). The pool may grow to `max_actors` when an
+    autoscaler adds nodes, and shrink to `min_actors` when nodes are lost.
     """
-    gpus = cfg.gpus_per_actor if cfg.gpus_per_actor >= 0 else (1.0 if cluster["GPU"] >= 1 else 0.0)
-    cpus = cluster["CPU"]
-    if gpus > 0:
-        actors = cfg.actors or max(1, int(cluster["GPU"] // gpus))
-        cpus_per_actor = cfg.cpus_per_actor or 1.0
-        threads = max(1, int(cpus_per_actor))
+    gpu_total = sum(n.get("GPU", 0.0) for n in nodes)
+    gpus = cfg.gpus_per_actor if cfg.gpus_per_actor >= 0 else (1.0 if gpu_total >= 1 else 0.0)
+    key, per = ("GPU", gpus) if gpus > 0 else ("CPU", 1.0)
+    slots = [int(n.get(key, 0.0) // per) for n in nodes]  # actors each node holds, by key
+    hosts = [(n["CPU"], k) for n, k in zip(nodes, slots, strict=True) if k > 0]
+    if cfg.cpus_per_actor:
+        cpus = cfg.cpus_per_actor
+    elif hosts:
+        cpus = min(min(1.0, (c - IO_CPUS) / k) for c, k in hosts)
+        cpus = max(0.0, math.floor(cpus * 20) / 20)  # a twentieth: tidy in Ray's accounting
     else:
-        actors = cfg.actors or max(1, int(cpus))
-        cpus_per_actor = cfg.cpus_per_actor or max(0.1, math.floor((cpus - 1) / actors * 10) / 10)
-        threads = 1
-    if actors * cpus_per_actor > cpus - 1 and cpus > 1 and not cfg.cpus_per_actor:
-        cpus_per_actor = max(0.1, (cpus - 1) / actors)
-    return {"actors": actors, "gpus": gpus, "cpus": cpus_per_actor, "threads": threads}
+        cpus = 1.0 if gpus == 0 else 0.0  # nothing can host one now: wait for nodes
+    capacity = sum(max(0, min(k, int((c - IO_CPUS) // cpus))) if cpus > 0 else k for c, k in hosts)
+    if cfg.actors:
+        least = most = initial = cfg.actors
+    else:
+        most = max(capacity, cfg.max_actors, cfg.min_actors)
+        least = cfg.min_actors
+        initial = max(least, min(capacity, most))
+    threads = max(1, int(cpus))
+    return {
+        "actors": initial,
+        "min_actors": least,
+        "max_actors": most,
+        "gpus": gpus,
+        "cpus": cpus,
+        "threads": threads,
+        "io_cpus": IO_CPUS,
+    }
 
 
-def run_scoring(cfg: ScoreConfig) -> ScoreSummary:
-    """Score every input row exactly once and commit the output (joins or starts a Ray)."""
-    from sentiment.cluster import cluster_resources, init_ray
+def run_scoring(cfg: ScoreConfig, address: str = "") -> ScoreSummary:
+    """Score every input row exactly once and commit the output. `address`: the cluster
+    to join ("" starts a local Ray; see sentiment.cluster)."""
+    from sentiment.cluster import alive_nodes, init_ray
 
     started = time.time()
     run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
@@ -206,8 +136,9 @@ def run_scoring(cfg: ScoreConfig) -> ScoreSummary:
         if schema is not None:
             _check_output_names(schema, todo)
         add_id = bool(schema is not None and not cfg.id_column and "review_id" not in schema.names)
-        init_ray()  # after the checks: a bad input fails before any Ray starts
-        run.plan = plan_resources(cfg, cluster_resources())
+        init_ray(address)  # after the checks: a bad input fails before any Ray starts
+        run.nodes = alive_nodes()
+        run.plan = plan_resources(cfg, run.nodes)
         try:
             if todo:
                 _run_pipeline(run, schema, add_id)
@@ -229,54 +160,148 @@ def default_output(first_input: str) -> str:
 
 
 def _run_pipeline(run: _Run, schema: pa.Schema, add_id: bool) -> None:
-    """Read, score and write the run's files to its staging area; sets `run.staged`."""
-    import pyarrow.fs as pafs
+    """Score the run's files into its staging area; sets `run.staged`.
+
+    Attempts the pipeline until every unit is complete, each attempt over the units the
+    last one left (a lost node fails an attempt at once); an error of the data or the
+    model (a SentimentError raised inside Ray) ends the run at the first attempt.
+    """
+    from sentiment.cluster import alive_nodes, lost_work
+
+    units = plan_units(run.todo, run.cfg.rows_per_file)
+    receipts: dict[int, list[tuple[int, int, str]]] = {u.index: [] for u in units}
+    done: dict[int, list[str]] = {}
+    for attempt in range(1, run.cfg.max_attempts + 1):
+        left = [u for u in units if u.index not in done]
+        if attempt > 1:
+            run.nodes = alive_nodes()
+            run.plan = plan_resources(run.cfg, run.nodes)
+        try:
+            for receipt in _attempt(run, left, schema, add_id):
+                receipts[receipt["unit"]].append(
+                    (receipt["first"], receipt["rows"], receipt["path"])
+                )
+            error = None
+        except Exception as exc:  # Ray Data re-raises a task's error in its own types
+            error = exc
+        for u in left:
+            files = complete(u, receipts[u.index])
+            if files is not None:
+                done[u.index] = files
+        if len(done) == len(units):
+            break
+        reason = _pipeline_failure(error, run) if error else "some units were not scored"
+        if error is not None and not lost_work(error):
+            raise SentimentError(f"scoring run {run.run_id} failed: {reason}") from error
+        if attempt == run.cfg.max_attempts:
+            raise SentimentError(
+                f"scoring run {run.run_id} failed after {attempt} attempts: {reason}"
+            ) from error
+        log.warning(
+            "attempt %d of scoring run %s ended (%s) with %d of %d units scored; "
+            "scoring the rest again",
+            attempt, run.run_id, reason, len(done), len(units),
+        )  # fmt: skip
+        run.retries.append({"attempt": attempt, "reason": reason, "units_done": len(done)})
+    run.staged = sorted(path for files in done.values() for path in files)
+
+
+def _attempt(run: _Run, units: list, schema: pa.Schema, add_id: bool):
+    """One pass of the Ray Data pipeline over `units`; yields each block's receipt."""
     import ray
     import ray.data
 
-    from sentiment.cluster import failure_reason
-
-    cfg, plan, out = run.cfg, run.plan, run.out
-
+    cfg = run.cfg
+    _check_resources(run)
     ctx = ray.data.DataContext.get_current()
     ctx.max_errored_blocks = 0  # an unreadable block fails the run; it is never dropped
-    registry = ray.remote(num_cpus=0)(_Registry).remote()
-    ds = ray.data.read_datasource(make_datasource(run.todo, schema, add_id))
-    ds = ds.map_batches(
+    # Bounded waits: Ray Data would otherwise wait forever for actors no node can host,
+    # and 30 minutes for a run that has stopped moving.
+    ctx.wait_for_min_actors_s = math.ceil(cfg.resource_timeout_s)
+    ctx.execution_no_progress_timeout_s = cfg.resource_timeout_s
+    registry = ray.remote(num_cpus=0)(Registry).remote()
+    ds = ray.data.read_datasource(make_datasource(units, schema, add_id), num_cpus=IO_CPUS)
+    with warnings.catch_warnings():
+        # max_restarts has no named parameter yet; Ray 2.64 drops **ray_remote_args
+        # (pyproject pins ray below it until then).
+        warnings.filterwarnings("ignore", "`ray_remote_args` is deprecated")
+        ds = _score_blocks(ds, run, registry)
+    try:
+        yield from ds.iter_rows()
+    finally:
+        run.actors.extend(ray.get(registry.get.remote()))
+        ray.kill(registry)
+
+
+def _score_blocks(ds, run: _Run, registry):
+    """The dataset with the scoring actors' receipts in place of its rows."""
+    import ray.data
+
+    cfg, plan, out = run.cfg, run.plan, run.out
+    return ds.map_batches(
         ScorerActor,
         fn_constructor_kwargs={
             "model_dir": run.model_dir,
             "text_column": cfg.text_column,
             "max_tokens": cfg.max_tokens,
             "batch_size": cfg.model_batch_size,
+            "pool_rows": cfg.batch_size,
             "threads": plan["threads"],
+            "output": out.location,
+            "staging": out.staging(run.run_id),
             "registry": registry,
         },
-        batch_size=cfg.batch_size,
+        # A whole block (a unit, or a part of one) per call; Ray Data wants a size on GPUs.
+        batch_size=cfg.rows_per_file if plan["gpus"] else None,
         batch_format="pyarrow",
         zero_copy_batch=True,
-        compute=ray.data.ActorPoolStrategy(size=plan["actors"]),
+        compute=ray.data.ActorPoolStrategy(
+            min_size=plan["min_actors"], max_size=plan["max_actors"], initial_size=plan["actors"]
+        ),
         num_gpus=plan["gpus"],
         num_cpus=plan["cpus"],
+        max_restarts=0,  # a lost actor fails the attempt; see sentiment.pipeline
     )
-    staging = out.staging(run.run_id)
-    try:
-        ds.write_parquet(
-            staging,
-            filesystem=out.fs,
-            min_rows_per_file=min(cfg.rows_per_file, 50_000),
-            max_rows_per_file=cfg.rows_per_file,
+
+
+def _check_resources(run: _Run) -> None:
+    """Fail within the resource timeout, naming what is missing, when the cluster cannot
+    host the pool's first actors and a read task (Ray itself would wait forever)."""
+    from sentiment.cluster import alive_nodes, can_place, describe
+
+    plan, timeout = run.plan, run.cfg.resource_timeout_s
+    actor = {"CPU": plan["cpus"], "GPU": plan["gpus"]}
+    if not can_place([actor] * plan["min_actors"] + [{"CPU": IO_CPUS}], timeout):
+        raise SentimentError(
+            f"scoring run {run.run_id}: no room for {plan['min_actors']} scoring actor(s) "
+            f"needing {_needs(plan)} each, plus {IO_CPUS:g} CPU to read, within {timeout:g} s; "
+            f"the cluster has {describe(alive_nodes())} (add such nodes, or change "
+            "--gpus-per-actor / --cpus-per-actor; --resource-timeout waits longer)"
         )
-    except Exception as exc:  # Ray Data re-raises a task's error in its own types
-        raise SentimentError(f"scoring run {run.run_id} failed: {failure_reason(exc)}") from exc
-    run.actors = ray.get(registry.get.remote())
-    ray.kill(registry)
-    selector = pafs.FileSelector(staging, recursive=True, allow_not_found=True)
-    run.staged = sorted(
-        i.path
-        for i in out.fs.get_file_info(selector)
-        if i.type == pafs.FileType.File and i.path.endswith(".parquet")
-    )
+
+
+def _needs(plan: dict[str, float]) -> str:
+    cpu = f"{plan['cpus']:g} CPU"
+    return f"{plan['gpus']:g} GPU and {cpu}" if plan["gpus"] else cpu
+
+
+def _pipeline_failure(exc: BaseException, run: _Run) -> str:
+    """One line for a failed pipeline; a wait that ran out names the resource it lacked."""
+    from sentiment.cluster import alive_nodes, describe, failure_reason
+
+    text = f"{type(exc).__name__}: {exc}"
+    timeout = f"{run.cfg.resource_timeout_s:g} s"
+    if "Timed out while starting actors" in text:
+        return (
+            f"no node could start a scoring actor needing {_needs(run.plan)} within "
+            f"{timeout}; the cluster has {describe(alive_nodes())}"
+        )
+    if "ExecutionTimeoutError" in text or "made no progress" in text:
+        return (
+            f"no progress for {timeout} (scoring actors need {_needs(run.plan)}; the "
+            f"cluster now has {describe(alive_nodes())}: were nodes lost?)"
+        )
+    return failure_reason(exc)
 
 
 def _verify(staged: list[str], rows_in: int, out: OutputDir, run_id: str) -> dict[str, int]:
@@ -350,6 +375,7 @@ def _manifest(run: _Run, counts: dict[str, int]) -> dict[str, Any]:
         "skipped": run.skipped,
         "files": list(run.kept_files) + new_files,
         "actors": run.actors,
+        "retries": run.retries,
         "resources": run.plan,
         "settings": to_dict(run.cfg),
         "versions": versions(),

@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import shutil
 import tempfile
 import time
@@ -125,7 +126,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         stats = train_epoch(
             ddp_model, splits["train"], batches, optimizer, device, cfg.grad_clip, lr_at
         )
-        record: dict[str, Any] = {"epoch": epoch + 1, "train": _all_reduce_stats(stats, world)}
+        record: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "workers": world,
+            "train": _all_reduce_stats(stats, world),
+        }
         final = epoch + 1 == cfg.epochs
         for name in ("val", "test") + (("train",) if final else ()):
             if name in splits:
@@ -143,10 +148,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             ray.train.report(report, checkpoint=None)
 
 
-def run_training(cfg: TrainConfig) -> TrainResult:
+def run_training(cfg: TrainConfig, address: str = "") -> TrainResult:
     """Embeddings on the driver, Ray Train on the workers, a model directory in the store.
 
-    Checks the dataset first, then joins the job's cluster or starts a local Ray.
+    Checks the dataset first, then joins the cluster at `address` (or the job's) or
+    starts a local Ray (sentiment.cluster).
     """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -156,7 +162,7 @@ def run_training(cfg: TrainConfig) -> TrainResult:
     started = time.time()
     cfg = dataclasses.replace(cfg, data=absolute(cfg.data))  # workers run elsewhere
     embeddings = _embeddings(cfg, word2vec_texts(cfg))
-    init_ray()
+    init_ray(address)
     model_cfg = dataclasses.replace(
         cfg.model, vocab_size=len(embeddings.vocab), embed_dim=int(embeddings.matrix.shape[1])
     )
@@ -166,6 +172,10 @@ def run_training(cfg: TrainConfig) -> TrainResult:
     resources = {"CPU": cfg.cpus_per_worker}
     if cfg.use_gpu:
         resources["GPU"] = cfg.gpus_per_worker
+    _check_resources(cfg, resources)
+    # Elastic: the group may restart with as few as min_workers after losing nodes (each
+    # epoch shards by the world size it runs with).
+    num_workers = (cfg.min_workers, cfg.workers) if cfg.min_workers else cfg.workers
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
@@ -175,12 +185,17 @@ def run_training(cfg: TrainConfig) -> TrainResult:
             "embeddings": embeddings.meta,
         },
         scaling_config=ScalingConfig(
-            num_workers=cfg.workers, use_gpu=cfg.use_gpu, resources_per_worker=resources
+            num_workers=num_workers, use_gpu=cfg.use_gpu, resources_per_worker=resources
         ),
         run_config=RunConfig(
             name=cfg.name,
             storage_path=storage_location(cfg.storage_path),
-            failure_config=FailureConfig(max_failures=cfg.max_failures),
+            failure_config=FailureConfig(
+                max_failures=cfg.max_failures,
+                # A worker group that cannot start (no room after a node loss) is retried
+                # each minute; by default forever. Bounded by the resource timeout.
+                controller_failure_limit=max(1, math.ceil(cfg.resource_timeout_s / 60)),
+            ),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
         ),
     )
@@ -194,6 +209,22 @@ def run_training(cfg: TrainConfig) -> TrainResult:
         raise SentimentError(f"training run {cfg.name} produced no checkpoint")
     with result.checkpoint.as_directory() as ckpt:
         return _publish(Path(ckpt), cfg, embeddings.meta, time.time() - started)
+
+
+def _check_resources(cfg: TrainConfig, per_worker: dict[str, float]) -> None:
+    """Fail within the resource timeout, naming what is missing, when the cluster cannot
+    host the (minimum) worker group; Ray Train would wait for it forever."""
+    from sentiment.cluster import alive_nodes, can_place, describe
+
+    count = cfg.min_workers or cfg.workers
+    if not can_place([per_worker] * count, cfg.resource_timeout_s):
+        needs = " and ".join(f"{v:g} {k}" for k, v in per_worker.items())
+        raise SentimentError(
+            f"training run {cfg.name}: no room for {count} Ray Train worker(s) needing "
+            f"{needs} each within {cfg.resource_timeout_s:g} s; the cluster has "
+            f"{describe(alive_nodes())} (add such nodes, or change --workers, "
+            "--cpus-per-worker, --use-gpu; --resource-timeout waits longer)"
+        )
 
 
 def word2vec_texts(cfg: TrainConfig) -> list[str]:

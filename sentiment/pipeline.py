@@ -1,0 +1,244 @@
+"""The Ray Data side of `sentiment-jobs score`: read units, score and write in actors.
+
+    units (an input file's consecutive row groups, about `rows_per_file` rows each)
+        ─► one read task per unit (exact row positions, for generated ids)
+        ─► map_batches(ScorerActor): score a block, write it as one Parquet file to
+           staging, return a receipt (unit, first row, rows, file)
+        ─► the driver collects receipts: a unit is done when its receipts tile its rows
+
+Actors write their own output, so no scored block waits in an object store that can die
+with its node. Actors are not restarted (Ray would wait forever to restart one whose
+node is gone and whose place the survivors hold): a lost node fails the attempt at once,
+and the driver runs the pipeline again over the units that have no complete receipts.
+A unit's files from an attempt that did not finish are listed by no receipt and are
+deleted with the staging area, so no row is lost or written twice.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from sentiment.config import SentimentError
+from sentiment.inputs import InputFile
+
+log = logging.getLogger(__name__)
+GENERATED_ID = "row_id"
+# Columns a read block carries to its actor, dropped before scoring.
+UNIT, POS, SOURCE = "__sentiment_unit", "__sentiment_pos", "__sentiment_source"
+RECEIPT = pa.schema(
+    [("unit", pa.int64()), ("first", pa.int64()), ("rows", pa.int64()), ("path", pa.string())]
+)
+
+
+@dataclass(frozen=True)
+class Unit:
+    """What one read task reads: consecutive row groups of one input file."""
+
+    index: int
+    file: InputFile
+    groups: tuple[int, ...]
+    first_row: int  # position of the unit's first row in its file
+    rows: int
+
+    @property
+    def source(self) -> str:
+        groups = (
+            f"{self.groups[0]}"
+            if len(self.groups) == 1
+            else (f"{self.groups[0]}-{self.groups[-1]}")
+        )
+        return f"{self.file.uri} (row group{'s' if len(self.groups) > 1 else ''} {groups})"
+
+
+def plan_units(files: list[InputFile], rows_per_unit: int) -> list[Unit]:
+    """Every input row in exactly one unit; a unit holds whole row groups of one file."""
+    units: list[Unit] = []
+    for f in files:
+        first, groups, rows = 0, [], 0
+        for g, n in enumerate(f.group_rows):
+            groups.append(g)
+            rows += n
+            if rows >= rows_per_unit:
+                units.append(Unit(len(units), f, tuple(groups), first, rows))
+                first, groups, rows = first + rows, [], 0
+        if groups and rows:
+            units.append(Unit(len(units), f, tuple(groups), first, rows))
+    return units
+
+
+def make_datasource(units: list[Unit], schema: pa.Schema, add_id: bool):
+    """A Ray Datasource with one read task per unit, each yielding the unit's rows once,
+    cast to `schema`, with the unit, each row's position in it, and where it came from."""
+    from ray.data.block import BlockMetadata
+    from ray.data.datasource import Datasource, ReadTask
+
+    data_schema = schema.append(pa.field(GENERATED_ID, pa.string())) if add_id else schema
+    out_schema = (
+        data_schema.append(pa.field(UNIT, pa.int64()))
+        .append(pa.field(POS, pa.int64()))
+        .append(pa.field(SOURCE, pa.dictionary(pa.int32(), pa.string())))
+    )
+
+    def read(unit: Unit):
+        f = unit.file
+        with f.fs.open_input_file(f.path) as handle:
+            pf = pq.ParquetFile(handle)
+            parts = []
+            for g in unit.groups:
+                try:
+                    parts.append(conform(pf.read_row_group(g), schema))
+                except (OSError, pa.ArrowException) as exc:
+                    raise SentimentError(f"{f.uri}: cannot read row group {g}: {exc}") from None
+        table = pa.concat_tables(parts)
+        n = table.num_rows
+        if add_id:
+            ids = [f"{f.uri}:{unit.first_row + i}" for i in range(n)]
+            table = table.append_column(GENERATED_ID, pa.array(ids, pa.string()))
+        source = pa.DictionaryArray.from_arrays(pa.array([0] * n, pa.int32()), [unit.source])
+        table = table.append_column(UNIT, pa.array([unit.index] * n, pa.int64()))
+        table = table.append_column(POS, pa.array(range(n), pa.int64()))
+        yield table.append_column(SOURCE, source)
+
+    class ReviewUnits(Datasource):
+        def estimate_inmemory_data_size(self) -> int:
+            return sum(u.file.size * u.rows // max(1, u.file.rows) for u in units) * 3
+
+        def get_read_tasks(self, parallelism, per_task_row_limit=None, data_context=None):
+            return [
+                ReadTask(
+                    lambda u=u: read(u),
+                    BlockMetadata(
+                        num_rows=u.rows, size_bytes=None, exec_stats=None, input_files=[u.file.uri]
+                    ),
+                    out_schema,
+                )
+                for u in units
+            ]
+
+    return ReviewUnits()
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """A file's table in the unified column order and types; absent columns as nulls."""
+    columns = [
+        table.column(field.name).cast(field.type)
+        if field.name in table.column_names
+        else pa.nulls(table.num_rows, field.type)
+        for field in schema
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+class ScorerActor:
+    """Scores a block and writes it to staging as one Parquet file; returns its receipt.
+
+    Built from the model *path*; reports once which node and device it got."""
+
+    def __init__(self, *, model_dir, text_column, max_tokens, batch_size, pool_rows, threads,
+                 output, staging, registry=None):  # fmt: skip
+        import os
+
+        import ray
+
+        from sentiment.artifacts import filesystem
+        from sentiment.scoring import Scorer
+
+        self.scorer = Scorer(
+            model_dir,
+            text_column=text_column,
+            max_tokens=max_tokens,
+            batch_size=batch_size,
+            threads=threads,
+        )
+        self.pool_rows, self.staging = pool_rows, staging
+        self.fs, _ = filesystem(output)
+        if registry is not None:
+            info = {
+                "pid": os.getpid(),
+                "node": ray.get_runtime_context().get_node_id()[:12],
+                "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
+                "device": str(self.scorer.device),
+            }
+            ray.get(registry.add.remote(info))
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        """Score and write each run of consecutive rows of one unit in the batch (a batch
+        is one block, or on GPUs, where Ray Data needs a batch size, a few)."""
+        receipts = [self._write(batch.slice(start, n)) for start, n in _runs(batch)]
+        return pa.concat_tables([RECEIPT.empty_table(), *receipts])
+
+    def _write(self, block: pa.Table) -> pa.Table:
+        unit, first = block[UNIT][0].as_py(), block[POS][0].as_py()
+        source = block[SOURCE][0].as_py()
+        data = block.drop_columns([UNIT, POS, SOURCE])
+        name = f"{self.staging}/part-{unit:07d}-{first:010d}-{uuid.uuid4().hex[:8]}"
+        try:
+            self.fs.create_dir(self.staging, recursive=True)
+            with self.fs.open_output_stream(name + ".tmp") as stream:
+                writer = None
+                # Length-sorting pools of `pool_rows` (the Scorer pads within a pool).
+                for start in range(0, data.num_rows, self.pool_rows):
+                    scored = self.scorer(data.slice(start, self.pool_rows))
+                    writer = writer or pq.ParquetWriter(stream, scored.schema)
+                    writer.write_table(scored)
+                writer.close()
+            self.fs.move(name + ".tmp", name + ".parquet")  # whole or not at all
+        except SentimentError as exc:
+            raise SentimentError(f"{source}: {exc}") from None
+        except Exception as exc:  # one line naming the file and row groups, not a trace
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise SentimentError(f"{source}: {type(exc).__name__}: {reason}") from None
+        return pa.table(
+            {
+                "unit": [unit],
+                "first": [first],
+                "rows": [block.num_rows],
+                "path": [f"{name}.parquet"],
+            },
+            schema=RECEIPT,
+        )
+
+
+def _runs(batch: pa.Table) -> list[tuple[int, int]]:
+    """(start, length) of the stretches of a batch that are consecutive rows of one unit."""
+    units, pos = batch[UNIT].to_numpy(), batch[POS].to_numpy()
+    breaks = np.flatnonzero((np.diff(units) != 0) | (np.diff(pos) != 1)) + 1
+    edges = [0, *breaks.tolist(), batch.num_rows]
+    return [(a, b - a) for a, b in itertools.pairwise(edges) if b > a]
+
+
+class Registry:
+    """A tiny actor collecting what each scoring actor ran on, for the manifest."""
+
+    def __init__(self):
+        self.items: list[dict[str, Any]] = []
+
+    def add(self, info: dict[str, Any]) -> None:
+        self.items.append(info)
+
+    def get(self) -> list[dict[str, Any]]:
+        return self.items
+
+
+def complete(unit: Unit, receipts: list[tuple[int, int, str]]) -> list[str] | None:
+    """The files of receipts (first, rows, path) that tile the unit's rows exactly, or
+    None. A block scored twice (its read ran again after a node loss) is kept once."""
+    by_first: dict[int, tuple[int, str]] = {}
+    for first, rows, path in receipts:
+        by_first.setdefault(first, (rows, path))
+    files, at = [], 0
+    while at < unit.rows:
+        if at not in by_first:
+            return None
+        rows, path = by_first[at]
+        files.append(path)
+        at += rows
+    return files if at == unit.rows else None
