@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Annotated
 
 import typer
 
-from sentiment import datasets
+from sentiment import datasets, download
 from sentiment.config import SentimentError
 
 app = typer.Typer(
@@ -93,20 +94,42 @@ class SplitName(str, Enum):
     test = "test"
 
 
+class DownloadName(str, Enum):
+    amazon_multi_domain = "amazon-multi-domain"
+
+
 @app.command()
 def prepare(
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Dataset directory to write.", show_default=False)
+    ],
     sources: Annotated[
-        list[Path],
+        list[str] | None,
         typer.Argument(
-            help="Review sources: an Amazon dataset root, category folder or .review file; a "
+            help="Review sources: an Amazon dataset root, category folder or .review file, or "
+            "the Multi-Domain archive (domain_sentiment_data.tar.gz, a path or its https URL); a "
             "DLStudio sentiment_dataset_*.tar.gz; a fastText file; Parquet (file or folder), "
             "CSV or JSONL.",
             show_default=False,
         ),
-    ],
-    output: Annotated[
-        Path, typer.Option("--output", "-o", help="Dataset directory to write.", show_default=False)
-    ],
+    ] = None,
+    download_name: Annotated[
+        DownloadName | None,
+        typer.Option(
+            "--download",
+            help="Fetch this dataset's archive once (https, into $SENTIMENT_JOBS_HOME/cache; "
+            "SENTIMENT_JOBS_AMAZON_URL names a mirror), check it and prepare it with its canonical "
+            "split.",
+        ),
+    ] = None,
+    unlabeled_output: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where an archive's unlabeled reviews go (Parquet, a `text` column: extra text "
+            "for word2vec). [default: <output>.unlabeled]",
+            show_default=False,
+        ),
+    ] = None,
     fmt: Annotated[
         SourceFormat, typer.Option("--format", help="Source format; auto: from each path.")
     ] = SourceFormat.auto,
@@ -155,17 +178,56 @@ def prepare(
         rating=rating_column,
         group=group_column,
     )
+    sources = list(sources or [])
     with user_errors():
-        report = datasets.prepare(
-            sources,
-            output,
-            fmt=fmt.value,
-            columns=columns,
-            split=split.value if split else None,
-            test_fraction=test_fraction,
-            overwrite=overwrite,
-        )
+        if download_name is not None:
+            sources.append(download.dataset_url(download_name.value))
+        urls = [s for s in sources if download.is_url(s)]
+        with _download_bar(urls[0] if urls else "") as progress:
+            report = datasets.prepare(
+                sources,
+                output,
+                fmt=fmt.value,
+                columns=columns,
+                split=split.value if split else None,
+                test_fraction=test_fraction,
+                overwrite=overwrite,
+                unlabeled_output=unlabeled_output,
+                progress=progress,
+            )
     _echo_prepare_report(report)
+
+
+@contextlib.contextmanager
+def _download_bar(url: str) -> Iterator[download.Progress]:
+    """A progress callback that draws a bar on stderr once a download starts."""
+    name = url.rstrip("/").rsplit("/", 1)[-1]
+    state: dict = {"bar": None, "done": 0}
+
+    def progress(done: int, total: int | None) -> None:
+        if state["bar"] is None:
+            if total is None:
+                typer.echo(f"downloading {name} (size not announced)...", err=True)
+                state["bar"] = False
+            else:
+                state["bar"] = typer.progressbar(
+                    length=total,
+                    label=f"downloading {name}",
+                    file=sys.stderr,
+                    item_show_func=lambda n: n and f"{n / 1e6:.1f} of {total / 1e6:.1f} MB",
+                )
+                state["bar"].__enter__()
+        if state["bar"]:
+            state["bar"].update(done - state["done"], done)
+        state["done"] = done
+
+    try:
+        yield progress
+    finally:
+        if state["bar"]:
+            state["bar"].__exit__(None, None, None)
+        elif state["bar"] is False:
+            typer.echo(f"downloaded {state['done'] / 1e6:.1f} MB", err=True)
 
 
 def _echo_prepare_report(report: datasets.PrepareReport) -> None:
@@ -190,6 +252,13 @@ def _echo_prepare_report(report: datasets.PrepareReport) -> None:
     if report.dropped_empty:
         examples = ", ".join(report.dropped_examples)
         typer.echo(f"left out {report.dropped_empty:,} reviews with empty text ({examples}, ...)")
+    if report.unlabeled_rows:
+        left_out = report.unlabeled_left_out
+        typer.echo(
+            f"wrote {report.unlabeled_rows:,} unlabeled reviews (text for word2vec) to "
+            f"{report.unlabeled_output}"
+            + (f"; left out {left_out:,} empty or also labelled" if left_out else "")
+        )
     typer.echo(f"wrote {report.rows:,} reviews to {report.output}")
 
 
