@@ -128,7 +128,8 @@ def safe_extract(
         raise SentimentError(f"{archive}: not a valid gzip file ({one_line(exc)})") from None
     except (EOFError, zlib.error, tarfile.TarError) as exc:
         raise SentimentError(
-            f"{archive}: truncated or corrupt archive ({one_line(exc)}); download it again"
+            f"{archive}: truncated, corrupt or not a tar archive ({one_line(exc)}); "
+            "download it again"
         ) from None
     except OSError as exc:
         raise SentimentError(f"{archive}: cannot unpack: {one_line(exc)}") from None

@@ -183,7 +183,8 @@ def prepare(
         if download_name is not None:
             sources.append(download.dataset_url(download_name.value))
         urls = [s for s in sources if download.is_url(s)]
-        with _download_bar(urls[0] if urls else "") as progress:
+        progress = _DownloadBar(urls[0] if urls else "")
+        try:
             report = datasets.prepare(
                 sources,
                 output,
@@ -195,39 +196,38 @@ def prepare(
                 unlabeled_output=unlabeled_output,
                 progress=progress,
             )
+        finally:
+            progress.close()
     _echo_prepare_report(report)
 
 
-@contextlib.contextmanager
-def _download_bar(url: str) -> Iterator[download.Progress]:
-    """A progress callback that draws a bar on stderr once a download starts."""
-    name = url.rstrip("/").rsplit("/", 1)[-1]
-    state: dict = {"bar": None, "done": 0}
+class _DownloadBar:
+    """A progress callback for `datasets.prepare`: a bar on stderr while a download runs."""
 
-    def progress(done: int, total: int | None) -> None:
-        if state["bar"] is None:
-            if total is None:
-                typer.echo(f"downloading {name} (size not announced)...", err=True)
-                state["bar"] = False
-            else:
-                state["bar"] = typer.progressbar(
-                    length=total,
-                    label=f"downloading {name}",
-                    file=sys.stderr,
-                    item_show_func=lambda n: n and f"{n / 1e6:.1f} of {total / 1e6:.1f} MB",
-                )
-                state["bar"].__enter__()
-        if state["bar"]:
-            state["bar"].update(done - state["done"], done)
-        state["done"] = done
+    def __init__(self, url: str):
+        self.name = url.rstrip("/").rsplit("/", 1)[-1]
+        self.bar = None
+        self.done = 0
 
-    try:
-        yield progress
-    finally:
-        if state["bar"]:
-            state["bar"].__exit__(None, None, None)
-        elif state["bar"] is False:
-            typer.echo(f"downloaded {state['done'] / 1e6:.1f} MB", err=True)
+    def __call__(self, done: int, total: int | None) -> None:
+        if total is None:  # no size announced: a line every 10 MB
+            if done // 10_000_000 > self.done // 10_000_000 or not self.done:
+                typer.echo(f"downloading {self.name}: {done / 1e6:.0f} MB so far", err=True)
+        elif self.bar is None and not self.done:
+            label = f"downloading {self.name} ({total / 1e6:.1f} MB)"
+            self.bar = typer.progressbar(length=total, label=label, file=sys.stderr)
+            self.bar.__enter__()
+        if self.bar is not None:
+            self.bar.update(done - self.done)
+        self.done = done
+        if total is not None and done >= total:
+            self.close()
+
+    def close(self) -> None:
+        """End the bar's line (also when the download broke off)."""
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
 
 
 def _echo_prepare_report(report: datasets.PrepareReport) -> None:
