@@ -143,9 +143,10 @@ def _download(
         raise SentimentError(f"{url}: the server answered {exc.code} {exc.reason}") from None
     except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
         reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+        name = Path(urllib.parse.urlsplit(url).path).name or "the archive"
         raise SentimentError(
             f"cannot reach {url}: {one_line(reason)}; download it on a machine with internet "
-            "and run `sentiment-jobs prepare <path/to/the archive> -o DATASET`"
+            f"and run `sentiment-jobs prepare path/to/{name} -o DATASET`"
         ) from None
     length = response.headers.get("Content-Length", "")
     total = int(length) if length.isdigit() else None

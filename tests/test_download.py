@@ -392,7 +392,7 @@ def test_offline_is_one_line_saying_what_to_do(tmp_path: Path, home: Path, monke
     assert result.exit_code == 1
     assert result.output.strip().splitlines() == [
         f"error: cannot reach {url}: [Errno 111] Connection refused; download it on a machine "
-        "with internet and run `sentiment-jobs prepare <path/to/the archive> -o DATASET`"
+        "with internet and run `sentiment-jobs prepare path/to/domain_sentiment_data.tar.gz -o DATASET`"
     ]
     assert entries(tmp_path) <= {"home", "home/cache", "home/cache/downloads"}
 
