@@ -178,7 +178,7 @@ def prepare(
     options["progress"] = progress
     read = [_read_source(s, fmt, options) for s in sources]
     tables = [table for table, _ in read]
-    unlabeled = [got for _, got in read if got is not None]
+    archived = [got for _, got in read if got is not None]
     _check_unique([str(s) for s in sources], tables)
     table = _assign_split(pa.concat_tables(tables), split, test_fraction)
     table, dropped = _drop_empty(table)
@@ -193,14 +193,14 @@ def prepare(
         dropped_empty=len(dropped),
         dropped_examples=tuple(dropped[:_EXAMPLES]),
     )
-    extra = pa.concat_tables([u.unlabeled for u in unlabeled]) if unlabeled else None
+    extra = pa.concat_tables([a.unlabeled for a in archived]) if archived else None
     if extra is not None and extra.num_rows:
         _check_output(unlabeled_out, overwrite, UNLABELED_REPORT)
         report = replace(
             report,
             unlabeled_output=str(unlabeled_out),
             unlabeled_rows=extra.num_rows,
-            unlabeled_left_out=sum(u.unlabeled_left_out for u in unlabeled),
+            unlabeled_left_out=sum(a.unlabeled_left_out for a in archived),
         )
         _write(extra, unlabeled_out, UNLABELED_REPORT, report)
     _write(table, out, REPORT_NAME, report)
