@@ -170,8 +170,8 @@ def prepare(
         raise SentimentError(f"test fraction must be in [0, 1], got {test_fraction}")
     out = Path(output)
     _check_output(out, overwrite)
-    base = out.absolute()
-    unlabeled_out = Path(unlabeled_output or base.parent / f"{base.name}.unlabeled")
+    base = out if out.name not in ("", "..") else out.resolve()  # "." and ".." have no sibling
+    unlabeled_out = Path(unlabeled_output or base.with_name(f"{base.name}.unlabeled"))
     if any(download.is_url(s) for s in sources):  # before a download that would be wasted
         _check_output(unlabeled_out, overwrite, UNLABELED_REPORT)
     options = {"columns": columns, "split": split, "test_from": test_from, "max": max_pickle_bytes}
@@ -202,8 +202,9 @@ def prepare(
             unlabeled_rows=extra.num_rows,
             unlabeled_left_out=sum(a.unlabeled_left_out for a in archived),
         )
-        _write(extra, unlabeled_out, UNLABELED_REPORT, report)
     _write(table, out, REPORT_NAME, report)
+    if report.unlabeled_rows:
+        _write(extra, unlabeled_out, UNLABELED_REPORT, report)
     log.info("wrote %d reviews to %s", table.num_rows, out)
     return report
 
