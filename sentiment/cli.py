@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Annotated
 
 import typer
 
-from sentiment import datasets
+from sentiment import datasets, download
 from sentiment.config import SentimentError
 
 app = typer.Typer(
@@ -94,20 +95,42 @@ class SplitName(str, Enum):
     test = "test"
 
 
+class DownloadName(str, Enum):
+    amazon_multi_domain = "amazon-multi-domain"
+
+
 @app.command()
 def prepare(
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Dataset directory to write.", show_default=False)
+    ],
     sources: Annotated[
-        list[Path],
+        list[str] | None,
         typer.Argument(
-            help="Review sources: an Amazon dataset root, category folder or .review file; a "
+            help="Review sources: an Amazon dataset root, category folder or .review file, or "
+            "the Multi-Domain archive (domain_sentiment_data.tar.gz, a path or its https URL); a "
             "DLStudio sentiment_dataset_*.tar.gz; a fastText file; Parquet (file or folder), "
             "CSV or JSONL.",
             show_default=False,
         ),
-    ],
-    output: Annotated[
-        Path, typer.Option("--output", "-o", help="Dataset directory to write.", show_default=False)
-    ],
+    ] = None,
+    download_name: Annotated[
+        DownloadName | None,
+        typer.Option(
+            "--download",
+            help="Fetch this dataset's archive once (https, into $SENTIMENT_JOBS_HOME/cache; "
+            "SENTIMENT_JOBS_AMAZON_URL names a mirror), check it and prepare it with its canonical "
+            "split.",
+        ),
+    ] = None,
+    unlabeled_output: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where an archive's unlabeled reviews go (Parquet, a `text` column: extra text "
+            "for word2vec). [default: <output>.unlabeled]",
+            show_default=False,
+        ),
+    ] = None,
     fmt: Annotated[
         SourceFormat, typer.Option("--format", help="Source format; auto: from each path.")
     ] = SourceFormat.auto,
@@ -156,17 +179,56 @@ def prepare(
         rating=rating_column,
         group=group_column,
     )
+    sources = list(sources or [])
     with user_errors():
-        report = datasets.prepare(
-            sources,
-            output,
-            fmt=fmt.value,
-            columns=columns,
-            split=split.value if split else None,
-            test_fraction=test_fraction,
-            overwrite=overwrite,
-        )
+        if download_name is not None:
+            sources.append(download.dataset_url(download_name.value))
+        urls = [s for s in sources if download.is_url(s)]
+        progress = _DownloadBar(urls[0] if urls else "")
+        try:
+            report = datasets.prepare(
+                sources,
+                output,
+                fmt=fmt.value,
+                columns=columns,
+                split=split.value if split else None,
+                test_fraction=test_fraction,
+                overwrite=overwrite,
+                unlabeled_output=unlabeled_output,
+                progress=progress,
+            )
+        finally:
+            progress.close()
     _echo_prepare_report(report)
+
+
+class _DownloadBar:
+    """A progress callback for `datasets.prepare`: a bar on stderr while a download runs."""
+
+    def __init__(self, url: str):
+        self.name = url.rstrip("/").rsplit("/", 1)[-1]
+        self.bar = None
+        self.done = 0
+
+    def __call__(self, done: int, total: int | None) -> None:
+        if total is None:  # no size announced: a line every 10 MB
+            if done // 10_000_000 > self.done // 10_000_000 or not self.done:
+                typer.echo(f"downloading {self.name}: {done / 1e6:.0f} MB so far", err=True)
+        elif self.bar is None and not self.done:
+            label = f"downloading {self.name} ({total / 1e6:.1f} MB)"
+            self.bar = typer.progressbar(length=total, label=label, file=sys.stderr)
+            self.bar.__enter__()
+        if self.bar is not None:
+            self.bar.update(done - self.done)
+        self.done = done
+        if total is not None and done >= total:
+            self.close()
+
+    def close(self) -> None:
+        """End the bar's line (also when the download broke off)."""
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
 
 
 def _echo_prepare_report(report: datasets.PrepareReport) -> None:
@@ -191,6 +253,13 @@ def _echo_prepare_report(report: datasets.PrepareReport) -> None:
     if report.dropped_empty:
         examples = ", ".join(report.dropped_examples)
         typer.echo(f"left out {report.dropped_empty:,} reviews with empty text ({examples}, ...)")
+    if report.unlabeled_rows:
+        left_out = report.unlabeled_left_out
+        typer.echo(
+            f"wrote {report.unlabeled_rows:,} unlabeled reviews (text for word2vec) to "
+            f"{report.unlabeled_output}"
+            + (f"; left out {left_out:,} empty or also labelled" if left_out else "")
+        )
     typer.echo(f"wrote {report.rows:,} reviews to {report.output}")
 
 

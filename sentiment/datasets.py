@@ -15,7 +15,7 @@ import logging
 import shutil
 import uuid
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import pyarrow as pa
@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from sentiment import archives, download
 from sentiment.config import SentimentError
 from sentiment.readers import (
     MAX_PICKLE_BYTES,
@@ -54,7 +55,9 @@ log = logging.getLogger(__name__)
 
 FORMATS = ("amazon", "dlstudio", "fasttext", "parquet", "csv", "jsonl")
 REPORT_NAME = "_prepare_report.json"  # "_" prefix: Arrow and Ray skip it when reading the dir
+UNLABELED_REPORT = "_unlabeled_report.json"  # marks an unlabeled collection `prepare` wrote
 ROWS_PER_FILE = 250_000  # bounds file size and gives Ray Data several files to read at once
+_ARCHIVES = {".gz", ".tgz", ".tar"}  # suffixes of an archive of `.review` files
 _EXAMPLES = 5  # dropped review ids listed in the report
 _ADDED_LATER = {"group_id"}  # columns an older prepared dataset may lack
 _SUFFIXES = {
@@ -122,6 +125,11 @@ class PrepareReport:
     # distinct group_ids (products) in train, in test, and in both: reviews of one product
     # on both sides make the test split easier than new products would be
     group_ids: tuple[int, int, int] = (0, 0, 0)
+    # Reviews without a label (the Multi-Domain archive's unlabeled.review files), written as
+    # a Parquet collection with a `text` column beside the dataset: extra text for word2vec.
+    unlabeled_output: str = ""
+    unlabeled_rows: int = 0
+    unlabeled_left_out: int = 0  # no text, or the text of a labelled review
 
     def split_rows(self, split: str) -> int:
         return sum(g.n for g in self.groups if g.split == split)
@@ -138,12 +146,19 @@ def prepare(
     test_from: int = 800,
     overwrite: bool = False,
     max_pickle_bytes: int = MAX_PICKLE_BYTES,
+    unlabeled_output: str | Path | None = None,
+    progress: download.Progress | None = None,
 ) -> PrepareReport:
     """Read `sources` and write one canonical dataset directory at `output`; return the report.
 
     `split` forces every row into that split; `test_from` is the Amazon canonical split (the
     review at position i of a file is test if i >= test_from); other sources without a split
     get `hashed_split(group_id or review_id, test_fraction)`.
+
+    A source may be the Multi-Domain Sentiment Dataset's archive (`domain_sentiment_data.tar.gz`)
+    or its URL (`download.dataset_url`), fetched once into the cache with `progress` called as
+    it arrives: it is unpacked safely, checked by content and read as the unpacked folder would
+    be. Its unlabeled reviews go to `unlabeled_output` (default `<output>.unlabeled`).
     """
     if not sources:
         raise SentimentError("no sources given")
@@ -155,8 +170,15 @@ def prepare(
         raise SentimentError(f"test fraction must be in [0, 1], got {test_fraction}")
     out = Path(output)
     _check_output(out, overwrite)
+    base = out if out.name not in ("", "..") else out.resolve()  # "." and ".." have no sibling
+    unlabeled_out = Path(unlabeled_output or base.with_name(f"{base.name}.unlabeled"))
+    if any(download.is_url(s) for s in sources):  # before a download that would be wasted
+        _check_output(unlabeled_out, overwrite, UNLABELED_REPORT)
     options = {"columns": columns, "split": split, "test_from": test_from, "max": max_pickle_bytes}
-    tables = [_read_source(Path(s), fmt, options) for s in sources]
+    options["progress"] = progress
+    read = [_read_source(s, fmt, options) for s in sources]
+    tables = [table for table, _ in read]
+    archived = [got for _, got in read if got is not None]
     _check_unique([str(s) for s in sources], tables)
     table = _assign_split(pa.concat_tables(tables), split, test_fraction)
     table, dropped = _drop_empty(table)
@@ -171,7 +193,18 @@ def prepare(
         dropped_empty=len(dropped),
         dropped_examples=tuple(dropped[:_EXAMPLES]),
     )
-    _write(table, out, report)
+    extra = pa.concat_tables([a.unlabeled for a in archived]) if archived else None
+    if extra is not None and extra.num_rows:
+        _check_output(unlabeled_out, overwrite, UNLABELED_REPORT)
+        report = replace(
+            report,
+            unlabeled_output=str(unlabeled_out),
+            unlabeled_rows=extra.num_rows,
+            unlabeled_left_out=sum(a.unlabeled_left_out for a in archived),
+        )
+    _write(table, out, REPORT_NAME, report)
+    if report.unlabeled_rows:
+        _write(extra, unlabeled_out, UNLABELED_REPORT, report)
     log.info("wrote %d reviews to %s", table.num_rows, out)
     return report
 
@@ -233,9 +266,27 @@ def dataset_fingerprint(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def _read_source(path: Path, fmt: str, options: dict) -> pa.Table:
+def _read_source(
+    source: str | Path, fmt: str, options: dict
+) -> tuple[pa.Table, archives.AmazonArchive | None]:
+    """A source's reviews, and the whole archive's contents where it is the Multi-Domain one."""
+    if download.is_url(source):
+        if fmt not in ("auto", "amazon"):
+            raise SentimentError(f"{source}: a URL must be the Multi-Domain archive, not {fmt}")
+        return _read_url(str(source), options)
+    path = Path(source)
     if not path.exists():
         raise SentimentError(f"{path}: no such file or directory")
+    if (
+        fmt in ("auto", "amazon")
+        and path.suffix.lower() in _ARCHIVES
+        and archives.is_tar_archive(path)
+    ):
+        got = archives.read_amazon_archive(
+            path, download.cache_dir(), test_from=options["test_from"]
+        )
+        log.info("read %d reviews from the archive %s", got.labelled.num_rows, path)
+        return got.labelled, got
     try:
         fmt = detect_format(path) if fmt == "auto" else fmt
         if fmt == "amazon":
@@ -252,7 +303,19 @@ def _read_source(path: Path, fmt: str, options: dict) -> pa.Table:
     if table.num_rows == 0:
         raise SentimentError(f"{path}: no reviews in this {fmt} source")
     log.info("read %d reviews from %s (%s)", table.num_rows, path, fmt)
-    return table
+    return table, None
+
+
+def _read_url(url: str, options: dict) -> tuple[pa.Table, archives.AmazonArchive]:
+    with download.fetched(url, progress=options["progress"]) as archive:
+        try:
+            got = archives.read_amazon_archive(
+                archive, download.cache_dir(), test_from=options["test_from"]
+            )
+        except SentimentError as exc:  # it names the temporary file: name the URL instead
+            raise SentimentError(str(exc).replace(str(archive), url)) from None
+    log.info("read %d reviews from %s", got.labelled.num_rows, url)
+    return got.labelled, got
 
 
 def _check_unique(names: list[str], tables: list[pa.Table]) -> None:
@@ -314,18 +377,19 @@ def _group_counts(table: pa.Table) -> tuple[GroupCounts, ...]:
     )
 
 
-def _check_output(out: Path, overwrite: bool) -> None:
+def _check_output(out: Path, overwrite: bool, marker: str = REPORT_NAME) -> None:
     if out.exists() and not out.is_dir():
         raise SentimentError(f"{out}: exists and is not a directory")
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
             raise SentimentError(f"{out}: exists and is not empty; pass --overwrite to replace it")
-        # --overwrite replaces a dataset, never an arbitrary folder given by mistake.
-        if not (out / REPORT_NAME).is_file():
-            raise SentimentError(f"{out}: not a prepared dataset (no {REPORT_NAME}); not replacing")
+        # --overwrite replaces what prepare wrote, never an arbitrary folder given by mistake.
+        if not (out / marker).is_file():
+            what = "a prepared dataset" if marker == REPORT_NAME else "prepare's unlabeled reviews"
+            raise SentimentError(f"{out}: not {what} (no {marker}); not replacing")
 
 
-def _write(table: pa.Table, out: Path, report: PrepareReport) -> None:
+def _write(table: pa.Table, out: Path, report_name: str, report: PrepareReport) -> None:
     """Write into a hidden sibling folder, then rename it into place: never a half dataset."""
     tmp = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
     old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
@@ -333,7 +397,7 @@ def _write(table: pa.Table, out: Path, report: PrepareReport) -> None:
         tmp.mkdir(parents=True)
         for k, start in enumerate(range(0, table.num_rows, ROWS_PER_FILE)):
             pq.write_table(table.slice(start, ROWS_PER_FILE), tmp / f"part-{k:05d}.parquet")
-        (tmp / REPORT_NAME).write_text(json.dumps(asdict(report), indent=2) + "\n")
+        (tmp / report_name).write_text(json.dumps(asdict(report), indent=2) + "\n")
         if out.exists():
             out.rename(old)
         try:

@@ -125,6 +125,17 @@ def amazon_files(path: Path) -> list[Path]:
     return files
 
 
+def amazon_reviews(path: Path) -> list[dict[str, str]]:
+    """The fields of every `<review>` in a `.review` file (either form), unescaped and stripped."""
+    blocks = _REVIEW.findall(_read_text(path))
+    return [{name: _unescape(value) for name, value in _FIELD.findall(b)} for b in blocks]
+
+
+def amazon_text(fields: dict[str, str]) -> str:
+    """A review's text: title + a space + review text."""
+    return f"{fields.get('title', '')} {fields.get('review_text', '')}".strip()
+
+
 def read_amazon(path: Path, test_from: int = 800) -> pa.Table:
     """Reviews of one `positive.review`/`negative.review` file; category = its folder's name.
 
@@ -136,14 +147,13 @@ def read_amazon(path: Path, test_from: int = 800) -> pa.Table:
             f"{path}: an Amazon review file is named positive.review or negative.review"
         )
     category = path.parent.name
-    blocks = _REVIEW.findall(_read_text(path))
-    if not blocks:
+    reviews = amazon_reviews(path)
+    if not reviews:
         raise SentimentError(f"{path}: no <review> elements found")
     ids, texts, ratings, groups = [], [], [], []
-    for i, block in enumerate(blocks):
-        fields = {name: _unescape(value) for name, value in _FIELD.findall(block)}
+    for i, fields in enumerate(reviews):
         ids.append(f"amazon/{category}/{path.stem}/{i}")
-        texts.append(f"{fields.get('title', '')} {fields.get('review_text', '')}".strip())
+        texts.append(amazon_text(fields))
         ratings.append(_rating(fields.get("rating", ""), path, i))
         groups.append(f"amazon/{category}/{asin}" if (asin := fields.get("asin")) else None)
     splits = ["test" if i >= test_from else "train" for i in range(len(ids))]
