@@ -18,6 +18,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -25,12 +26,15 @@ import pyarrow.parquet as pq
 from sentiment.artifacts import resolve_model, versions
 from sentiment.commit import OutputDir, staged_name
 from sentiment.config import ScoreConfig, SentimentError, absolute, store_location, to_dict
-from sentiment.inputs import InputFile, check_inputs, unified_schema
+from sentiment.inputs import InputFile, check_inputs, check_output_apart, unified_schema
 from sentiment.scoring import OUTPUT_COLUMNS, STATUSES, Scorer
 
 log = logging.getLogger(__name__)
 GENERATED_ID = "row_id"
 ROW_GROUPS_PER_TASK = 4
+# Where each row came from, (file index << 32) | row group, so that an error inside a
+# scoring actor can name its file and row group; the actor drops it before output.
+SOURCE = "__sentiment_source"
 
 
 @dataclass
@@ -53,6 +57,9 @@ class _Run:
     previous: dict[str, Any] | None  # the committed manifest an incremental run extends
     kept_inputs: list[dict[str, Any]] = field(default_factory=list)
     kept_files: list[dict[str, Any]] = field(default_factory=list)
+    changes: dict[str, list[str]] = field(default_factory=dict)  # changed/removed inputs
+    ignored: list[dict[str, str]] = field(default_factory=list)  # see inputs.resolve
+    file_counts: dict[str, dict[str, int]] = field(default_factory=dict)  # per staged file
     plan: dict[str, float] = field(default_factory=dict)
     staged: list[str] = field(default_factory=list)
     actors: list[dict[str, Any]] = field(default_factory=list)
@@ -70,6 +77,7 @@ class ScorerActor:
         batch_size: int,
         threads: int,
         registry=None,
+        sources: list[str] | None = None,
     ):
         import os
 
@@ -82,6 +90,7 @@ class ScorerActor:
             batch_size=batch_size,
             threads=threads,
         )
+        self.sources = sources or []
         if registry is not None:
             info = {
                 "pid": os.getpid(),
@@ -92,7 +101,38 @@ class ScorerActor:
             ray.get(registry.add.remote(info))
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        return self.scorer(batch)
+        source = batch.column(SOURCE) if SOURCE in batch.column_names else None
+        if source is not None:
+            batch = batch.drop_columns([SOURCE])
+        try:
+            return self.scorer(batch)
+        except Exception as exc:  # one line naming file and row group, not a worker traceback
+            raise SentimentError(self._locate(batch, source, exc)) from None
+
+    def _locate(self, batch: pa.Table, source: pa.ChunkedArray | None, exc: Exception) -> str:
+        """The file and row group of a failed batch: each of its row groups is scored
+        alone until one fails (a batch may span several)."""
+        if source is None:
+            return f"scoring failed: {_one_line(exc)}"
+        codes = source.to_numpy()
+        for code in dict.fromkeys(codes.tolist()):
+            rows = batch.filter(pa.array(codes == code))
+            try:
+                self.scorer(rows)
+            except Exception as inner:
+                return f"{self._where(code)}: scoring failed: {_one_line(inner)}"
+        where = ", ".join(self._where(c) for c in dict.fromkeys(codes.tolist()))
+        return f"{where}: scoring failed: {_one_line(exc)}"
+
+    def _where(self, code: int) -> str:
+        index, group = code >> 32, code & 0xFFFFFFFF
+        name = self.sources[index] if index < len(self.sources) else f"input file #{index}"
+        return f"{name}: row group {group}"
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or "no message"
+    return f"{type(exc).__name__}: {text}"[:500]
 
 
 class _Registry:
@@ -114,8 +154,9 @@ def make_datasource(files: list[InputFile], schema: pa.Schema, add_id: bool):
     from ray.data.datasource import Datasource, ReadTask
 
     out_schema = schema.append(pa.field(GENERATED_ID, pa.string())) if add_id else schema
+    out_schema = out_schema.append(pa.field(SOURCE, pa.int64()))
 
-    def read(f: InputFile, groups: list[int]):
+    def read(index: int, f: InputFile, groups: list[int]):
         with f.fs.open_input_file(f.path) as handle:
             pf = pq.ParquetFile(handle)
             offset = sum(pf.metadata.row_group(g).num_rows for g in range(groups[0]))
@@ -127,6 +168,8 @@ def make_datasource(files: list[InputFile], schema: pa.Schema, add_id: bool):
                 if add_id:
                     ids = [f"{f.uri}:{offset + i}" for i in range(table.num_rows)]
                     table = table.append_column(GENERATED_ID, pa.array(ids, pa.string()))
+                code = pa.array(np.full(table.num_rows, (index << 32) | g, np.int64))
+                table = table.append_column(SOURCE, code)
                 offset += table.num_rows
                 yield table
 
@@ -136,13 +179,14 @@ def make_datasource(files: list[InputFile], schema: pa.Schema, add_id: bool):
 
         def get_read_tasks(self, parallelism, per_task_row_limit=None, data_context=None):
             tasks = []
-            for f in files:
+            for index, f in enumerate(files):
                 for start in range(0, f.row_groups, ROW_GROUPS_PER_TASK):
                     groups = list(range(start, min(start + ROW_GROUPS_PER_TASK, f.row_groups)))
                     meta = BlockMetadata(
                         num_rows=None, size_bytes=None, exec_stats=None, input_files=[f.uri]
                     )
-                    tasks.append(ReadTask(lambda f=f, g=groups: read(f, g), meta, out_schema))
+                    task = lambda i=index, f=f, g=groups: read(i, f, g)  # noqa: E731
+                    tasks.append(ReadTask(task, meta, out_schema))
             return tasks
 
     return ReviewFiles()
@@ -190,7 +234,8 @@ def run_scoring(cfg: ScoreConfig) -> ScoreSummary:
     output = cfg.output or default_output(cfg.inputs[0])
     model_dir = absolute(str(resolve_model(cfg.model, store_location(cfg.store))))
     out = OutputDir(output)
-    files, skipped = check_inputs(
+    check_output_apart(out.location, list(cfg.inputs))
+    files, skipped, ignored = check_inputs(
         list(cfg.inputs), cfg.text_column, cfg.id_column, cfg.on_bad_file, exclude=out.location
     )
     if not files and not skipped:
@@ -198,10 +243,11 @@ def run_scoring(cfg: ScoreConfig) -> ScoreSummary:
     with out.lock(run_id):
         out.prepare()
         previous = out.committed_manifest() if cfg.incremental else None
-        todo, kept_inputs, kept_files = _incremental_plan(files, previous)
+        todo, kept_inputs, kept_files, changes = _incremental_plan(files, previous)
         run = _Run(
             cfg, run_id, started, out, model_dir, todo, skipped, previous, kept_inputs, kept_files
         )
+        run.changes, run.ignored = changes, ignored
         schema = unified_schema(todo) if todo else None
         if schema is not None:
             _check_output_names(schema, todo)
@@ -211,7 +257,7 @@ def run_scoring(cfg: ScoreConfig) -> ScoreSummary:
         try:
             if todo:
                 _run_pipeline(run, schema, add_id)
-            counts = _verify(run.staged, sum(f.rows for f in todo), out, run_id)
+            counts, run.file_counts = _verify(run.staged, sum(f.rows for f in todo), out, run_id)
             manifest = _manifest(run, counts)
             out.commit(run_id, run.staged, manifest)
         except BaseException:
@@ -251,6 +297,7 @@ def _run_pipeline(run: _Run, schema: pa.Schema, add_id: bool) -> None:
             "batch_size": cfg.model_batch_size,
             "threads": plan["threads"],
             "registry": registry,
+            "sources": [f.uri for f in run.todo],
         },
         batch_size=cfg.batch_size,
         batch_format="pyarrow",
@@ -279,36 +326,72 @@ def _run_pipeline(run: _Run, schema: pa.Schema, add_id: bool) -> None:
     )
 
 
-def _verify(staged: list[str], rows_in: int, out: OutputDir, run_id: str) -> dict[str, int]:
-    """Rows out must equal rows in; per-status counts from the written files."""
+def _verify(
+    staged: list[str], rows_in: int, out: OutputDir, run_id: str
+) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
+    """Rows out must equal rows in; per-status counts from the written files (in all, and
+    per file, for the manifest)."""
     counts = dict.fromkeys(STATUSES, 0)
+    per_file: dict[str, dict[str, int]] = {}
     rows_out = 0
     for path in staged:
-        with out.fs.open_input_file(path) as f:
-            column = pq.read_table(f, columns=["score_status"]).column(0)
-        rows_out += len(column)
-        for item in pc.value_counts(column).to_pylist():
-            counts[item["values"]] = counts.get(item["values"], 0) + item["counts"]
+        per_file[path] = _status_counts(out, path)
+        rows_out += sum(per_file[path].values())
+        for k, v in per_file[path].items():
+            counts[k] = counts.get(k, 0) + v
     if rows_out != rows_in:
         raise SentimentError(
             f"run {run_id} wrote {rows_out} rows for {rows_in} input rows; not committed"
         )
-    return {"rows_in": rows_in, "rows_out": rows_out, **{k: v for k, v in counts.items()}}
+    return {"rows_in": rows_in, "rows_out": rows_out, **counts}, per_file
+
+
+def _status_counts(out: OutputDir, path: str) -> dict[str, int]:
+    with out.fs.open_input_file(path) as f:
+        column = pq.read_table(f, columns=["score_status"]).column(0)
+    return {item["values"]: item["counts"] for item in pc.value_counts(column).to_pylist()}
 
 
 def _incremental_plan(files: list[InputFile], previous: dict[str, Any] | None):
-    """Files still to score, and the inputs/data files kept from the committed output."""
+    """Files still to score, the inputs and data files kept from the committed output, and
+    the inputs that changed or disappeared since.
+
+    An input changed when its size, modification time or footer digest differs from
+    the manifest's. Its old rows must go, and a run's data files mix the rows of all
+    the inputs it scored, so every input scored by the same run as a changed or
+    removed one is scored again and that run's files are dropped: the committed
+    output stays exactly the scoring of the current inputs, with no row lost or twice.
+    """
     if previous is None:
-        return files, [], []
-    done = {i["path"]: i for i in previous["inputs"]}
-    for f in files:
-        if f.uri in done and done[f.uri]["size"] != f.size:
-            raise SentimentError(
-                f"{f.uri}: changed since run {done[f.uri]['run_id']} scored it "
-                f"({done[f.uri]['size']} -> {f.size} bytes); re-run without --incremental"
-            )
-    todo = [f for f in files if f.uri not in done]
-    return todo, previous["inputs"], previous["files"]
+        return files, [], [], {"changed_inputs": [], "removed_inputs": []}
+    current = {f.uri: f for f in files}
+    changed = [
+        i["path"]
+        for i in previous["inputs"]
+        if i["path"] in current and _changed(i, current[i["path"]])
+    ]
+    removed = [i["path"] for i in previous["inputs"] if i["path"] not in current]
+    for uri in changed:
+        log.warning("%s changed since it was scored: its rows are scored again", uri)
+    for uri in removed:
+        log.warning("%s is no longer an input: its rows are dropped", uri)
+    by_path = {i["path"]: i for i in previous["inputs"]}
+    dropped_runs = {by_path[u]["run_id"] for u in changed + removed}
+    kept_inputs = [i for i in previous["inputs"] if i["run_id"] not in dropped_runs]
+    kept_files = [f for f in previous["files"] if f["run_id"] not in dropped_runs]
+    kept = {i["path"] for i in kept_inputs}
+    todo = [f for f in files if f.uri not in kept]
+    return todo, kept_inputs, kept_files, {"changed_inputs": changed, "removed_inputs": removed}
+
+
+def _changed(scored: dict[str, Any], now: InputFile) -> bool:
+    """Whether an input differs from what was scored (manifests without the modification
+    time or digest, from older versions, count as changed: scored again once)."""
+    return (
+        scored.get("size") != now.size
+        or scored.get("mtime_ns") != now.mtime_ns
+        or scored.get("fingerprint") != now.fingerprint
+    )
 
 
 def _check_output_names(schema: pa.Schema, files: list[InputFile]) -> None:
@@ -325,15 +408,37 @@ def _manifest(run: _Run, counts: dict[str, int]) -> dict[str, Any]:
     finished = time.time()
     new_files = []
     for i, path in enumerate(run.staged):
-        with run.out.fs.open_input_file(path) as f:
-            rows = pq.ParquetFile(f).metadata.num_rows
-        new_files.append({"name": staged_name(run.run_id, i), "rows": rows, "run_id": run.run_id})
+        file_counts = run.file_counts[path]
+        new_files.append(
+            {
+                "name": staged_name(run.run_id, i),
+                "rows": sum(file_counts.values()),
+                "run_id": run.run_id,
+                "counts": file_counts,
+            }
+        )
     inputs = list(run.kept_inputs) + [
-        {"path": f.uri, "size": f.size, "rows": f.rows, "run_id": run.run_id} for f in run.todo
+        {
+            "path": f.uri,
+            "size": f.size,
+            "mtime_ns": f.mtime_ns,
+            "fingerprint": f.fingerprint,
+            "rows": f.rows,
+            "run_id": run.run_id,
+        }
+        for f in run.todo
     ]
-    totals = dict((run.previous or {}).get("totals", {})) if run.kept_files else {}
-    for k, v in counts.items():
-        totals[k] = totals.get(k, 0) + v
+    # files listed by older manifests carry no counts: their status column is read once
+    files = [
+        e if "counts" in e else {**e, "counts": _status_counts(run.out, run.out.path(e["name"]))}
+        for e in [*run.kept_files, *new_files]
+    ]
+    totals = dict.fromkeys(("rows_in", "rows_out", *STATUSES), 0)
+    for entry in files:
+        for k, v in entry["counts"].items():
+            totals[k] = totals.get(k, 0) + v
+        totals["rows_in"] += entry["rows"]
+        totals["rows_out"] += entry["rows"]
     seconds = finished - run.started
     return {
         "run_id": run.run_id,
@@ -344,11 +449,12 @@ def _manifest(run: _Run, counts: dict[str, int]) -> dict[str, Any]:
         "finished_at": _iso(finished),
         "seconds": round(seconds, 3),
         "rows_per_s": round(counts["rows_in"] / seconds, 1) if seconds else None,
-        "this_run": {**counts, "inputs": [f.uri for f in run.todo]},
+        "this_run": {**counts, "inputs": [f.uri for f in run.todo], **run.changes},
         "totals": totals,
         "inputs": inputs,
         "skipped": run.skipped,
-        "files": list(run.kept_files) + new_files,
+        "ignored": run.ignored,
+        "files": files,
         "actors": run.actors,
         "resources": run.plan,
         "settings": to_dict(run.cfg),
