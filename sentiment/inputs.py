@@ -62,7 +62,7 @@ def resolve(
     (staging areas, markers), and so is anything under `exclude` (the output). On a
     local disk links to directories inside a directory input are not followed (a
     link to an ancestor would list the same files without end), and a file reached
-    twice (a link, a second name) is read once: the first of its names in order.
+    twice (a link, a second name) is read once, under its own path if that is one of them.
     """
     found: dict[str, Found] = {}
     ignored: list[dict[str, str]] = []
@@ -80,17 +80,20 @@ def resolve(
             if exclude and (uri == exclude or uri.startswith(exclude.rstrip("/") + "/")):
                 continue
             found.setdefault(uri, Found(fs, p, uri, size, mtime_ns, key))
+    names: dict[Any, list[str]] = {}
+    for uri, f in found.items():
+        names.setdefault(f.key if f.key is not None else uri, []).append(uri)
     files: list[Found] = []
-    first: dict[Any, str] = {}
-    for uri in sorted(found):
-        f = found[uri]
-        if f.key is not None and f.key in first:
-            ignored.append({"path": uri, "reason": f"same file as {first[f.key]}"})
-            continue
-        if f.key is not None:
-            first[f.key] = uri
-        files.append(f)
-    return files, ignored
+    for same in names.values():
+        # the file's own path (no link on the way) if it is among the names, else the first
+        keep = same[0]
+        if len(same) > 1:
+            keep = min(same, key=lambda u: (os.path.realpath(found[u].path) != found[u].path, u))
+        files.append(found[keep])
+        ignored += [
+            {"path": u, "reason": f"same file as {keep}"} for u in sorted(same) if u != keep
+        ]
+    return sorted(files, key=lambda f: f.uri), ignored
 
 
 def _expand_local(path: str, ignored: list[dict[str, str]]) -> list[tuple]:
