@@ -16,6 +16,7 @@ import math
 import time
 import uuid
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -185,8 +186,7 @@ def make_datasource(files: list[InputFile], schema: pa.Schema, add_id: bool):
                     meta = BlockMetadata(
                         num_rows=None, size_bytes=None, exec_stats=None, input_files=[f.uri]
                     )
-                    task = lambda i=index, f=f, g=groups: read(i, f, g)  # noqa: E731
-                    tasks.append(ReadTask(task, meta, out_schema))
+                    tasks.append(ReadTask(partial(read, index, f, groups), meta, out_schema))
             return tasks
 
     return ReviewFiles()
