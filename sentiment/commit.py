@@ -83,10 +83,13 @@ class OutputDir:
         body = json.dumps(mine).encode()
         self.fs.create_dir(self.root, recursive=True)
         local = isinstance(self.fs, pafs.LocalFileSystem)
-        if local:
-            self._acquire_local(body)
-        else:
-            self._acquire_remote(body)
+        try:
+            if local:
+                self._acquire_local(body)
+            else:
+                self._acquire_remote(body)
+        except OSError as exc:  # e.g. no permission to write the output
+            raise SentimentError(f"{self.path(LOCK)}: cannot take the lock ({exc})") from None
         try:
             yield
         finally:
