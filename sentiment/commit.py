@@ -81,9 +81,9 @@ class OutputDir:
             "since": time.time(),
         }
         body = json.dumps(mine).encode()
-        self.fs.create_dir(self.root, recursive=True)
         local = isinstance(self.fs, pafs.LocalFileSystem)
         try:
+            self.fs.create_dir(self.root, recursive=True)
             if local:
                 self._acquire_local(body)
             else:
