@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import platform
 import re
@@ -108,13 +109,22 @@ def load_model_dir(directory: str | Path, device: str | torch.device = "cpu") ->
     for name in (CONFIG, WEIGHTS, VOCAB):
         if not (directory / name).is_file():
             raise SentimentError(f"{directory}: not a model directory (missing {name})")
+    for name, limit in ((CONFIG, MAX_CONFIG_BYTES), (VOCAB, MAX_VOCAB_BYTES)):
+        if (directory / name).stat().st_size > limit:
+            raise SentimentError(f"{directory / name}: larger than {limit:,} bytes; refusing it")
     try:
         config = json.loads((directory / CONFIG).read_text(encoding="utf-8"))
         model_cfg = from_dict(ModelConfig, config["model"])
         text_cfg = from_dict(TextConfig, config["text"])
-        vocab = Vocabulary.from_text((directory / VOCAB).read_text(encoding="utf-8"))
-    except (ValueError, KeyError, TypeError) as exc:
+    except SentimentError as exc:  # a size or setting out of bounds
+        raise SentimentError(f"{directory / CONFIG}: {exc}") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise SentimentError(f"{directory / CONFIG}: unreadable model config ({exc})") from None
+    check_weights(directory / WEIGHTS, model_cfg)  # before anything the size of the model
+    try:
+        vocab = Vocabulary.from_text((directory / VOCAB).read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise SentimentError(f"{directory / VOCAB}: unreadable vocabulary ({exc})") from None
     if len(vocab) != model_cfg.vocab_size:
         raise SentimentError(
             f"{directory / VOCAB}: {len(vocab)} words but the model has {model_cfg.vocab_size} rows"
@@ -127,6 +137,55 @@ def load_model_dir(directory: str | Path, device: str | torch.device = "cpu") ->
         raise SentimentError(f"{directory / WEIGHTS}: cannot load weights ({exc})") from None
     model.to(device).eval()
     return LoadedModel(config.get("model_id", directory.name), model, vocab, text_cfg, config)
+
+
+MAX_CONFIG_BYTES = 1 << 20
+MAX_VOCAB_BYTES = 1 << 30
+MAX_HEADER_BYTES = 1 << 24  # a safetensors header of a few hundred tensors is a few kB
+SAFETENSORS_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2}
+
+
+def check_weights(path: Path, cfg: ModelConfig) -> None:
+    """The tensors listed in a safetensors header (read alone, nothing allocated) are
+    exactly the ones `cfg` builds, with the same shapes and byte ranges inside the file."""
+    with torch.device("meta"):  # shapes without storage
+        expected = {k: tuple(v.shape) for k, v in build_model(cfg).state_dict().items()}
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as f:
+            length = int.from_bytes(f.read(8), "little")
+            if not 2 <= length <= min(MAX_HEADER_BYTES, size - 8):
+                raise ValueError(f"header length {length} does not fit a {size}-byte file")
+            header = json.loads(f.read(length))
+        header.pop("__metadata__", None)
+        tensors = {
+            k: (v["dtype"], tuple(v["shape"]), tuple(v["data_offsets"])) for k, v in header.items()
+        }
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise SentimentError(f"{path}: cannot load weights (not safetensors: {exc})") from None
+    data_bytes = size - 8 - length
+    sizes = ", ".join(
+        f"{k} {getattr(cfg, k)}" for k in ("vocab_size", "embed_dim", "hidden_size", "layers")
+    )
+    missing, extra = sorted(expected.keys() - tensors.keys()), sorted(tensors.keys() - expected)
+    if missing:
+        raise SentimentError(f"{path}: no tensor {missing[0]}, which config.json ({sizes}) needs")
+    if extra:
+        raise SentimentError(f"{path}: tensor {extra[0]} is not part of config.json's model")
+    for name, (dtype, shape, (begin, end)) in sorted(tensors.items()):
+        if shape != expected[name]:
+            raise SentimentError(
+                f"{path}: tensor {name} has shape {list(shape)} but config.json ({sizes}) "
+                f"gives {list(expected[name])}"
+            )
+        if dtype not in SAFETENSORS_BYTES:
+            raise SentimentError(f"{path}: tensor {name} has dtype {dtype}, not a float type")
+        nbytes = math.prod(shape) * SAFETENSORS_BYTES[dtype]
+        if not 0 <= begin <= end <= data_bytes or end - begin != nbytes:
+            raise SentimentError(
+                f"{path}: tensor {name} claims bytes {begin}..{end} of {data_bytes} "
+                f"({nbytes} needed)"
+            )
 
 
 # --- the store ----------------------------------------------------------------------------
@@ -155,25 +214,50 @@ def publish(local_dir: Path, store: str, model_id: str) -> str:
 def resolve_model(model: str, store: str) -> Path:
     """A local model directory for `model`: a path, a URI (downloaded), "latest" in the
     store, or the model_id of a model in the store (`gru-8289c5a4a067`)."""
+    in_store = False
     if _is_model_id(model) and not Path(model).exists():
-        model = f"{store.rstrip('/')}/{model}"
+        model, in_store = f"{store.rstrip('/')}/{model}", True
     elif model == "latest":
         fs, root = filesystem(store)
         try:
             with fs.open_input_stream(f"{root}/{LATEST}") as f:
-                model_id = f.read().decode().strip()
+                raw = f.read(4096)
         except (FileNotFoundError, OSError):
             raise SentimentError(
                 f"no trained model in the store {store} (no {LATEST}); train one first "
                 "or pass --model DIR"
             ) from None
-        model = f"{store.rstrip('/')}/{model_id}"
+        model_id = raw.decode("utf-8", errors="replace").strip()
+        if not _is_store_name(model_id):
+            raise SentimentError(
+                f"{store.rstrip('/')}/{LATEST}: {model_id[:100]!r} is not the name of a model "
+                "in the store (a model id such as gru-8289c5a4a067; no paths); refusing it"
+            )
+        model, in_store = f"{store.rstrip('/')}/{model_id}", True
     if "://" not in model or model.startswith("file://"):
         path = Path(model.removeprefix("file://"))
         if not path.is_dir():
             raise SentimentError(f"{path}: model directory not found")
+        if in_store:
+            _check_inside_store(path, store)
         return path
     return _download(model)
+
+
+def _is_store_name(name: str) -> bool:
+    """A plain directory name: no separators, no `..`, nothing hidden."""
+    return re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,199}", name) is not None and ".." not in name
+
+
+def _check_inside_store(path: Path, store: str) -> None:
+    """A model found through the store must really be in it: links out of it are refused."""
+    root = os.path.realpath(store.removeprefix("file://"))
+    for item in (path, *(path / name for name in (CONFIG, WEIGHTS, VOCAB))):
+        real = os.path.realpath(item)
+        if not real.startswith(root + os.sep):
+            raise SentimentError(
+                f"{item}: leads to {real}, outside the model store {store}; refusing it"
+            )
 
 
 def _is_model_id(model: str) -> bool:

@@ -699,11 +699,24 @@ def _echo_score_summary(output: str, manifest: dict) -> None:
         f"({manifest['rows_per_s'] or 0:.0f} rows/s)"
     )
     statuses = "  ".join(
-        f"{k} {v}" for k, v in run.items() if k not in ("rows_in", "rows_out", "inputs") and v
+        f"{k} {v}"
+        for k, v in run.items()
+        if k not in ("rows_in", "rows_out") and isinstance(v, int) and v
     )
     typer.echo(f"status: {statuses or 'no rows'}")
     for s in manifest["skipped"]:
         typer.echo(f"skipped {s['path']}: {s['reason']}")
+    for uri in run.get("changed_inputs", []):
+        typer.echo(f"changed since scored, scored again: {uri}")
+    for uri in run.get("removed_inputs", []):
+        typer.echo(f"no longer an input, its rows dropped: {uri}")
+    ignored = manifest.get("ignored", [])
+    if ignored:
+        links = sum("link" in i["reason"] for i in ignored)
+        typer.echo(
+            f"ignored {len(ignored)} paths ({len(ignored) - links} seen twice, {links} links "
+            "not followed or broken; listed in _manifest.json)"
+        )
     typer.echo(
         f"output {output} ({len(manifest['files'])} files, {manifest['totals'].get('rows_out', 0)} rows)"
     )

@@ -12,9 +12,11 @@ Inside a Ray job the supervisor sets RAY_ADDRESS to its cluster: `ray.init()` jo
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
+from collections.abc import Iterator
 
 from sentiment.config import SentimentError
 
@@ -62,8 +64,16 @@ def init_ray(address: str = "", num_cpus: int | None = None, num_gpus: int | Non
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise SentimentError(f"cannot join the Ray cluster at {address}: {reason}") from None
         return
-    log.info("starting a local Ray (no cluster address given)")
-    ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, log_to_driver=True)
+    log.info("starting a local Ray (no cluster address given), on 127.0.0.1 only")
+    with _loopback_only():
+        ray.init(
+            address="local",
+            num_cpus=num_cpus,
+            num_gpus=num_gpus,
+            log_to_driver=True,
+            _node_ip_address="127.0.0.1",
+            dashboard_host="127.0.0.1",
+        )
 
 
 # What Ray raises when a node, worker or object is lost: the work can be done again.
@@ -74,6 +84,28 @@ LOST = (
     "RayActorError", "LocalRayletDiedError",
 )  # fmt: skip
 _EXCEPTION_LINE = re.compile(r"^(?:[\w.]+\.)?(\w*(?:Error|Exception|Exit)\w*)(?:\(.*\))?: \S")
+
+
+@contextlib.contextmanager
+def _loopback_only() -> Iterator[None]:
+    """A private Ray serves this process alone: nothing of it should listen beyond loopback.
+
+    Ray (2.5x-2.60) binds its GCS, raylet, worker and agent servers to every interface
+    unless the node's address is loopback, and `ray.init` turns an explicit 127.0.0.1
+    into the machine's outward address where multi-node clusters are enabled (Linux).
+    Disabling them for the start (Ray's macOS/Windows default) keeps loopback.
+    """
+    try:
+        from ray._private import ray_constants
+    except ImportError:  # a Ray without the switch: its own defaults
+        yield
+        return
+    saved = getattr(ray_constants, "ENABLE_RAY_CLUSTER", None)
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved
 
 
 def failure_reason(exc: BaseException) -> str:

@@ -8,22 +8,24 @@ Layout of an output directory (a local path or a URI pyarrow understands):
     _staging/<run>/       a run in progress (readers skip `_`-prefixed paths)
     _LOCK                 while a run is writing: its id, host and pid
 
-A run writes only under `_staging/<run>/` until it commits. Commit = move the
-new files in, replace `_manifest.json` (a rename), delete the data files the new
-manifest no longer lists, write `_SUCCESS`. A run that fails before committing
-leaves the previous output, manifest and `_SUCCESS` untouched. A commit cut off
-half-way is repaired by the next run: data files the manifest does not list are
-debris and are deleted, so the manifest is always the truth.
+A run writes only under `_staging/<run>/` until it commits. Commit = delete
+`_SUCCESS`, move the new files in, replace `_manifest.json` (a rename), delete the
+data files the new manifest no longer lists, write `_SUCCESS`. A run that fails
+before committing leaves the previous output, manifest and `_SUCCESS` untouched. A
+commit cut off half-way is repaired by the next run: data files the manifest does
+not list are debris and are deleted, so the manifest is always the truth.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
 import socket
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -34,6 +36,8 @@ from sentiment.config import SentimentError
 
 log = logging.getLogger(__name__)
 SUCCESS, MANIFEST, STAGING, LOCK = "_SUCCESS", "_manifest.json", "_staging", "_LOCK"
+LOCK_GRACE_S = 10.0  # an unreadable lock younger than this may be mid-write: it is held
+LOCK_ATTEMPTS = 20  # each failed attempt means the lock changed hands meanwhile
 
 
 class OutputDir:
@@ -65,49 +69,124 @@ class OutputDir:
         """Only one run writes an output at a time (a schedule can overlap a slow run).
 
         `_LOCK` names the run, host and pid. A lock left by a dead process on this
-        host is taken over; any other one stops this run with a clear message.
-        On object stores there is no atomic create: the check is best effort.
+        host is taken over; any other one stops this run with a clear message. On a
+        local disk taking and taking over are atomic (see `_acquire_local`): of any
+        number of runs starting together exactly one proceeds. On object stores there
+        is no atomic create: the check is best effort.
         """
-        path = self.path(LOCK)
         mine = {
             "run_id": run_id,
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "since": time.time(),
         }
-        if self._exists(LOCK):
-            holder = self._read_lock()
-            if not _stale(holder):
-                raise SentimentError(
-                    f"{self.location} is being written by run {holder.get('run_id')} "
-                    f"(host {holder.get('host')}, pid {holder.get('pid')}); if no such run is "
-                    f"active, delete {path}"
-                )
-            log.warning("taking over the lock of dead run %s", holder.get("run_id"))
-            self.fs.delete_file(path)
-        self.fs.create_dir(self.root, recursive=True)
-        if isinstance(self.fs, pafs.LocalFileSystem):
-            try:  # O_EXCL: of two runs starting together, exactly one gets the lock
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                raise SentimentError(f"{self.location} is being written by another run") from None
-            with os.fdopen(fd, "w") as f:
-                json.dump(mine, f)
-        else:
-            with self.fs.open_output_stream(path) as f:
-                f.write(json.dumps(mine).encode())
+        body = json.dumps(mine).encode()
+        local = isinstance(self.fs, pafs.LocalFileSystem)
+        try:
+            self.fs.create_dir(self.root, recursive=True)
+            if local:
+                self._acquire_local(body)
+            else:
+                self._acquire_remote(body)
+        except OSError as exc:  # e.g. no permission to write the output
+            raise SentimentError(f"{self.path(LOCK)}: cannot take the lock ({exc})") from None
         try:
             yield
         finally:
             with contextlib.suppress(OSError):
-                self.fs.delete_file(path)
+                if not local or _read_bytes(self.path(LOCK)) == body:  # never someone else's
+                    self.fs.delete_file(self.path(LOCK))
 
-    def _read_lock(self) -> dict[str, Any]:
+    def _acquire_local(self, body: bytes) -> None:
+        """Take `_LOCK` on a local (or NFS) disk, or raise SentimentError naming its holder.
+
+        The lock is written whole to a private file and hard-linked into place, so
+        `_LOCK` never exists empty or half-written; `link` fails if it exists, so
+        one of several runs gets it. A stale lock is replaced by the one run that
+        creates its takeover marker (named after the stale lock's exact bytes,
+        inode and time), after checking under the marker that it is still that lock.
+        """
+        path = self.path(LOCK)
+        tmp = f"{path}.{uuid.uuid4().hex}"
+        with open(tmp, "wb") as f:
+            f.write(body)
         try:
-            with self.fs.open_input_stream(self.path(LOCK)) as f:
-                return json.loads(f.read().decode() or "{}")
-        except (OSError, ValueError):
-            return {}
+            for _ in range(LOCK_ATTEMPTS):
+                if _create_exclusive(tmp, path, body):
+                    return
+                try:
+                    seen = _lock_state(path)
+                except FileNotFoundError:
+                    continue  # released between our attempt and the read: try again
+                holder = _parse_lock(seen[0])
+                if not _stale(holder, seen):
+                    raise self._held(holder)
+                log.warning("taking over the lock of dead run %s", holder.get("run_id"))
+                if self._take_over(path, tmp, seen):
+                    return
+            raise SentimentError(f"{path}: the lock keeps changing hands; try again")
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+    def _take_over(self, path: str, tmp: str, seen: tuple[bytes, int, int]) -> bool:
+        """Replace the stale lock `seen` by ours; False if it is no longer that lock."""
+        digest = hashlib.sha256(repr(seen).encode()).hexdigest()[:16]
+        marker = f"{path}.takeover-{digest}"
+        try:
+            os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        except FileExistsError:
+            try:
+                age = time.time() - os.stat(marker).st_mtime
+            except FileNotFoundError:
+                age = 0.0
+            if age > LOCK_GRACE_S:  # its creator died in the middle of a takeover
+                raise SentimentError(
+                    f"{path}: an earlier takeover of a stale lock did not finish; if no run "
+                    f"is active, delete {path} and {marker}"
+                ) from None
+            raise SentimentError(
+                f"{self.location} is being written by another run (it is taking over the "
+                f"stale lock {path})"
+            ) from None
+        try:
+            try:
+                now = _lock_state(path)
+            except FileNotFoundError:
+                return False
+            # Only the marker's holder replaces this stale lock and its dead owner cannot
+            # release it, so what is read here is what the rename replaces.
+            if now != seen or not _stale(_parse_lock(now[0]), now):
+                return False
+            os.replace(tmp, path)
+            return True
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(marker)
+
+    def _acquire_remote(self, body: bytes) -> None:
+        path = self.path(LOCK)
+        info = self.fs.get_file_info(path)
+        if info.type != pafs.FileType.NotFound:
+            try:
+                with self.fs.open_input_stream(path) as f:
+                    raw = f.read(65536)
+            except OSError:
+                raw = b""
+            holder = _parse_lock(raw)
+            if not _stale(holder, (raw, 0, info.mtime_ns or time.time_ns())):
+                raise self._held(holder)
+            log.warning("taking over the lock of dead run %s", holder.get("run_id"))
+            self.fs.delete_file(path)
+        with self.fs.open_output_stream(path) as f:
+            f.write(body)
+
+    def _held(self, holder: dict[str, Any]) -> SentimentError:
+        return SentimentError(
+            f"{self.location} is being written by run {holder.get('run_id')} "
+            f"(host {holder.get('host')}, pid {holder.get('pid')}); if no such run is "
+            f"active, delete {self.path(LOCK)}"
+        )
 
     def prepare(self) -> None:
         """Create the directory if needed, repair a cut-off commit, clear old staging runs."""
@@ -141,10 +220,12 @@ class OutputDir:
         `manifest["files"]` must list every data file of the new output: the
         staged ones under their final names and any earlier ones kept (incremental).
         """
-        for i, src in enumerate(staged):
-            self.fs.move(src, self.path(staged_name(run_id, i)))
+        # _SUCCESS goes first: a reader trusting it must never see files the manifest
+        # does not list (a run killed between two moves leaves them until the next run).
         if self._exists(SUCCESS):
             self.fs.delete_file(self.path(SUCCESS))
+        for i, src in enumerate(staged):
+            self._move(src, self.path(staged_name(run_id, i)))
         self._write(MANIFEST, json.dumps(manifest, indent=2) + "\n")
         keep = {f["name"] for f in manifest["files"]}
         for name in self.data_files():
@@ -162,6 +243,9 @@ class OutputDir:
         if self._exists(STAGING) and not self.fs.get_file_info(selector):
             self.fs.delete_dir(self.path(STAGING))
 
+    def _move(self, src: str, dst: str) -> None:
+        self.fs.move(src, dst)
+
     def _exists(self, name: str) -> bool:
         return self.fs.get_file_info(self.path(name)).type != pafs.FileType.NotFound
 
@@ -173,19 +257,58 @@ class OutputDir:
         self.fs.move(tmp, self.path(name))
 
 
-def _stale(holder: dict[str, Any]) -> bool:
-    """A lock whose process is gone: same host and no such pid (or an unreadable lock)."""
-    if not holder:
-        return True
+def _stale(holder: dict[str, Any], seen: tuple[bytes, int, int]) -> bool:
+    """A lock whose process is gone: same host and no such pid. One that cannot be read
+    is stale only when older than LOCK_GRACE_S (its writer may be writing it now)."""
+    if not {"host", "pid"} <= holder.keys():
+        return time.time() - seen[2] / 1e9 > LOCK_GRACE_S
     if holder.get("host") != socket.gethostname():
         return False
     try:
         os.kill(int(holder["pid"]), 0)
     except ProcessLookupError:
         return True
-    except (PermissionError, KeyError, ValueError, TypeError):
+    except (PermissionError, ValueError, TypeError, OverflowError):
         return False
     return False
+
+
+def _create_exclusive(tmp: str, path: str, body: bytes) -> bool:
+    """Put the complete lock file `tmp` at `path` unless something is there already."""
+    try:
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    except OSError:  # no hard links on this filesystem: an exclusive create instead
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "wb") as f:
+            f.write(body)
+        return True
+
+
+def _lock_state(path: str) -> tuple[bytes, int, int]:
+    """(bytes, inode, mtime in ns) of a lock file: what identifies one lock."""
+    with open(path, "rb") as f:
+        raw = f.read(65536)
+        st = os.fstat(f.fileno())
+    return raw, st.st_ino, st.st_mtime_ns
+
+
+def _read_bytes(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(65536)
+
+
+def _parse_lock(raw: bytes) -> dict[str, Any]:
+    try:
+        holder = json.loads(raw.decode())
+    except ValueError:
+        return {}
+    return holder if isinstance(holder, dict) else {}
 
 
 def staged_name(run_id: str, index: int) -> str:

@@ -9,6 +9,7 @@ so that loading rebuilds the model from the directory alone.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import os
 import types
 import typing
@@ -60,8 +61,11 @@ class TextConfig:
     max_tokens: int = 400  # known tokens kept per review (the head); longer ones are truncated
 
     def __post_init__(self) -> None:
-        if self.max_tokens < 1:
-            raise SentimentError(f"max_tokens must be >= 1, got {self.max_tokens}")
+        # The bound keeps a padded batch of 128 reviews under 100 MB of token ids.
+        if not _integer(self.max_tokens) or not 1 <= self.max_tokens <= 100_000:
+            raise SentimentError(
+                f"max_tokens must be an integer in 1..100000, got {self.max_tokens!r}"
+            )
 
 
 # word2vec's quality on a small corpus grows with passes over it (validation accuracy
@@ -104,6 +108,18 @@ class EmbeddingConfig:
             raise SentimentError(f"limit must be >= 1, got {self.limit}")
 
 
+# Bounds on a model's sizes, far above any model this project trains (the largest
+# vocabulary of pretrained vectors, Google News, has 3,000,000 words x 300): a config.json
+# outside them is refused before anything is allocated.
+MODEL_SIZE_LIMITS = {
+    "vocab_size": (2, 20_000_000),
+    "embed_dim": (1, 4096),
+    "hidden_size": (1, 8192),
+    "layers": (1, 16),
+}
+MAX_PARAMETERS = 2_000_000_000  # 8 GB of float32
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Shape of a GRU classifier; enough to rebuild it with `models.build_model`."""
@@ -130,10 +146,30 @@ class ModelConfig:
             )
         if self.variant == "grub" and not self.bidirectional:
             object.__setattr__(self, "bidirectional", True)
-        if self.hidden_size < 1 or self.layers < 1:
-            raise SentimentError("hidden_size and layers must be >= 1")
-        if not 0.0 <= self.dropout < 1.0:
-            raise SentimentError(f"dropout must be in [0, 1), got {self.dropout}")
+        for name, (low, high) in MODEL_SIZE_LIMITS.items():
+            value = getattr(self, name)
+            if not _integer(value) or not low <= value <= high:
+                raise SentimentError(f"{name} must be an integer in {low}..{high}, got {value!r}")
+        for name in ("bidirectional", "freeze_embeddings", "reset_after"):
+            if type(getattr(self, name)) is not bool:
+                raise SentimentError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if type(self.dropout) not in (int, float) or not 0.0 <= self.dropout < 1.0:
+            raise SentimentError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if self.parameters() > MAX_PARAMETERS:
+            raise SentimentError(
+                f"{self.parameters():,} parameters (vocab_size x embed_dim and the GRU layers) "
+                f"exceed the limit of {MAX_PARAMETERS:,}"
+            )
+
+    def parameters(self) -> int:
+        """How many numbers the model holds (the embedding matrix included)."""
+        directions = 2 if self.bidirectional else 1
+        gates = 2 if self.variant == "pmgru" else 3
+        total = self.vocab_size * self.embed_dim + (directions * self.hidden_size + 1) * 2
+        for layer in range(self.layers):
+            size_in = self.embed_dim if layer == 0 else directions * self.hidden_size
+            total += directions * gates * self.hidden_size * (size_in + self.hidden_size + 2)
+        return total
 
 
 @dataclass(frozen=True)
@@ -243,6 +279,11 @@ class ScoreConfig:
 
 
 C = TypeVar("C")
+
+
+def _integer(value: Any) -> bool:
+    """An int (numpy's too) and not a bool: JSON can hold 1e6, "100" or true where a size goes."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def to_dict(config: Any) -> dict[str, Any]:

@@ -9,9 +9,10 @@ with `--on-bad-file skip`, is recorded in the manifest and left out).
 from __future__ import annotations
 
 import fnmatch
-import glob
+import hashlib
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -35,42 +36,122 @@ class InputFile:
     rows: int
     row_groups: int
     schema: pa.Schema
+    mtime_ns: int | None = None
+    fingerprint: str = ""  # digest of the footer: row groups, offsets, statistics
     group_rows: tuple[int, ...] = ()  # rows in each row group
 
 
-def resolve(inputs: list[str], exclude: str | None = None) -> list[tuple[Any, str, str, int]]:
-    """(fs, path, uri, size) of every Parquet file named by files, dirs, globs or URIs.
+@dataclass(frozen=True)
+class Found:
+    """A file named by the inputs, before its footer is read."""
+
+    fs: Any
+    path: str
+    uri: str
+    size: int
+    mtime_ns: int | None
+    key: Any = None  # what identifies the file itself: (device, inode) on a local disk
+
+
+def resolve(
+    inputs: list[str], exclude: str | None = None
+) -> tuple[list[Found], list[dict[str, str]]]:
+    """Every Parquet file named by files, dirs, globs or URIs, each once; and what was left
+    out on the way (`ignored`: path and reason).
 
     Directories are walked recursively; names starting with `_` or `.` are skipped
-    (staging areas, markers), and so is anything under `exclude` (the output).
+    (staging areas, markers), and so is anything under `exclude` (the output). On a
+    local disk links to directories inside a directory input are not followed (a
+    link to an ancestor would list the same files without end), and a file reached
+    twice (a link, a second name) is read once, under its own path if that is one of them.
     """
-    found: dict[str, tuple[Any, str, str, int]] = {}
+    found: dict[str, Found] = {}
+    ignored: list[dict[str, str]] = []
     for item in inputs:
         fs, path = filesystem(item)
         scheme = item.split("://", 1)[0] + "://" if "://" in item else ""
-        matches = _expand(fs, path, bool(scheme))
+        if isinstance(fs, pafs.LocalFileSystem):
+            matches = _expand_local(path, ignored)
+        else:
+            matches = _expand(fs, path)
         if not matches:
             raise SentimentError(f"{item}: no such file, directory or matching Parquet files")
-        for p, size in matches:
+        for p, size, mtime_ns, key in matches:
             uri = f"{scheme}{p}" if scheme and scheme != "file://" else p
             if exclude and (uri == exclude or uri.startswith(exclude.rstrip("/") + "/")):
                 continue
-            found.setdefault(uri, (fs, p, uri, size))
-    return [found[k] for k in sorted(found)]
+            found.setdefault(uri, Found(fs, p, uri, size, mtime_ns, key))
+    names: dict[Any, list[str]] = {}
+    for uri, f in found.items():
+        names.setdefault(f.key if f.key is not None else uri, []).append(uri)
+    files: list[Found] = []
+    for same in names.values():
+        # the file's own path (no link on the way) if it is among the names, else the first
+        keep = same[0]
+        if len(same) > 1:
+            keep = min(same, key=lambda u: (os.path.realpath(found[u].path) != found[u].path, u))
+        files.append(found[keep])
+        ignored += [
+            {"path": u, "reason": f"same file as {keep}"} for u in sorted(same) if u != keep
+        ]
+    return sorted(files, key=lambda f: f.uri), ignored
 
 
-def _expand(fs, path: str, remote: bool) -> list[tuple[str, int]]:
+def _expand_local(path: str, ignored: list[dict[str, str]]) -> list[tuple]:
+    """(path, size, mtime_ns, (dev, inode)) of the local files a path or glob names."""
     if GLOB_CHARS & set(path):
-        if not remote:
-            return [
-                (p, os.path.getsize(p))
-                for p in sorted(glob.glob(path, recursive=True))
-                if os.path.isfile(p) and not _hidden(os.path.basename(p))
+        # pathlib's `**` never descends into linked directories (glob.glob's does, without end)
+        cut = path.rfind("/", 0, min(path.find(c) for c in GLOB_CHARS if c in path))
+        base, pattern = path[:cut] or "/", path[cut + 1 :]
+        try:
+            candidates = [
+                str(p)
+                for p in Path(base).glob(pattern)
+                if not any(_hidden(part) for part in p.relative_to(base).parts)
             ]
+        except ValueError as exc:  # e.g. `**` inside a name
+            raise SentimentError(f"{path}: {exc}") from None
+        return [_local_entry(p) for p in sorted(candidates) if os.path.isfile(p)]
+    if os.path.isfile(path):
+        return [_local_entry(path)]
+    if not os.path.isdir(path):
+        return []
+    out = []
+    stack = [path]
+    while stack:
+        directory = stack.pop()
+        try:
+            with os.scandir(directory) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            raise SentimentError(f"{directory}: cannot list directory ({exc.strerror})") from None
+        for e in entries:
+            if _hidden(e.name):
+                continue
+            if e.is_symlink() and e.is_dir():
+                ignored.append({"path": e.path, "reason": "link to a directory, not followed"})
+            elif e.is_dir(follow_symlinks=False):
+                stack.append(e.path)
+            elif e.name.endswith(".parquet"):
+                if e.is_file():
+                    out.append(_local_entry(e.path))
+                elif e.is_symlink():
+                    ignored.append({"path": e.path, "reason": "broken link"})
+    return sorted(out)
+
+
+def _local_entry(path: str) -> tuple[str, int, int, tuple[int, int]]:
+    st = os.stat(path)  # through file links: the file itself
+    return path, st.st_size, st.st_mtime_ns, (st.st_dev, st.st_ino)
+
+
+def _expand(fs, path: str) -> list[tuple]:
+    """(path, size, mtime_ns, None) of the files a path or glob names on an object store."""
+    if GLOB_CHARS & set(path):
         parent = path[: path.rfind("/", 0, min(path.find(c) for c in GLOB_CHARS if c in path))]
         selector = pafs.FileSelector(parent, recursive=True, allow_not_found=True)
         return [
-            (i.path, i.size)
+            (i.path, i.size, i.mtime_ns, None)
             for i in fs.get_file_info(selector)
             if i.type == pafs.FileType.File
             and fnmatch.fnmatch(i.path, path)
@@ -78,15 +159,18 @@ def _expand(fs, path: str, remote: bool) -> list[tuple[str, int]]:
         ]
     info = fs.get_file_info(path)
     if info.type == pafs.FileType.File:
-        return [(info.path, info.size)]
+        return [(info.path, info.size, info.mtime_ns, None)]
     if info.type == pafs.FileType.Directory:
         selector = pafs.FileSelector(path, recursive=True)
         return sorted(
-            (i.path, i.size)
-            for i in fs.get_file_info(selector)
-            if i.type == pafs.FileType.File
-            and i.base_name.endswith(".parquet")
-            and not any(_hidden(part) for part in i.path[len(path) :].split("/"))
+            (
+                (i.path, i.size, i.mtime_ns, None)
+                for i in fs.get_file_info(selector)
+                if i.type == pafs.FileType.File
+                and i.base_name.endswith(".parquet")
+                and not any(_hidden(part) for part in i.path[len(path) :].split("/"))
+            ),
+            key=lambda m: m[0],
         )
     return []
 
@@ -95,18 +179,92 @@ def _hidden(name: str) -> bool:
     return name.startswith(("_", "."))
 
 
-def inspect(fs, path: str, uri: str, size: int) -> InputFile:
+def check_output_apart(output: str, inputs: list[str]) -> None:
+    """Refuse an output that is an input, lies inside one, or holds one: its own files would
+    be read as input by the next run (or the input deleted by a commit)."""
+    out = _real(output)
+    for item in inputs:
+        where = _real(item)
+        if GLOB_CHARS & set(item):
+            cut = where.rfind("/", 0, min(where.find(c) for c in GLOB_CHARS if c in where))
+            base, pattern = where[:cut] or "/", where[cut + 1 :]
+            if fnmatch.fnmatch(out, where):
+                reason = "is one of the inputs"
+            elif out == base:  # a commit deletes the Parquet files it does not list there
+                reason = "is the folder of the inputs"
+            elif _within(base, out):
+                reason = "contains the inputs"
+            elif "/" in pattern and _within(out, base):  # the pattern descends into folders
+                reason = "lies inside the inputs"
+            else:
+                continue
+        elif out == where:
+            reason = "is the input"
+        elif _within(out, where):
+            reason = "lies inside the input"
+        elif _within(where, out):
+            reason = "contains the input"
+        else:
+            continue
+        raise SentimentError(f"output {output} {reason} {item}; choose an output elsewhere")
+
+
+def _real(location: str) -> str:
+    """A location compared by where it really is: local paths with links resolved."""
+    if "://" in location and not location.startswith("file://"):
+        return location.rstrip("/")
+    path = location.removeprefix("file://")
+    return os.path.realpath(os.path.abspath(os.path.expanduser(path)))
+
+
+def _within(inner: str, outer: str) -> bool:
+    return inner.startswith(outer.rstrip("/") + "/")
+
+
+def inspect(found: Found) -> InputFile:
     """Read one file's footer; a file that cannot be read raises SentimentError naming it."""
+    uri, size = found.uri, found.size
     if size == 0:
         raise SentimentError(f"{uri}: empty file (0 bytes)")
     try:
-        with fs.open_input_file(path) as f:
+        uri.encode("utf-8")
+    except UnicodeEncodeError:  # it could not be named in the output's ids and manifest
+        raise SentimentError(f"{uri!r}: file name is not valid UTF-8") from None
+    try:
+        with found.fs.open_input_file(found.path) as f:
+            fingerprint = _footer_digest(f, size)
             meta = pq.ParquetFile(f).metadata
             schema = meta.schema.to_arrow_schema()
-    except (OSError, pa.ArrowException) as exc:
+    except (OSError, pa.ArrowException, ValueError) as exc:
         raise SentimentError(f"{uri}: not a readable Parquet file ({exc})") from None
-    groups = tuple(meta.row_group(i).num_rows for i in range(meta.num_row_groups))
-    return InputFile(uri, path, fs, size, meta.num_rows, meta.num_row_groups, schema, groups)
+    return InputFile(
+        uri,
+        found.path,
+        found.fs,
+        size,
+        meta.num_rows,
+        meta.num_row_groups,
+        schema,
+        found.mtime_ns,
+        fingerprint,
+        tuple(meta.row_group(i).num_rows for i in range(meta.num_row_groups)),
+    )
+
+
+def _footer_digest(f, size: int) -> str:
+    """SHA-256 of a Parquet file's footer: it holds every row group's offsets, sizes and
+    statistics, so a rewrite of the same size almost surely changes it (one small read)."""
+    if size < 12:
+        raise ValueError(f"{size} bytes is too short for Parquet")
+    f.seek(size - 8)
+    tail = f.read(8)
+    length = int.from_bytes(tail[:4], "little")
+    if tail[4:] != b"PAR1" or length > size - 12:
+        raise ValueError("no Parquet footer at the end of the file")
+    f.seek(size - 8 - length)
+    footer = f.read(length)
+    f.seek(0)
+    return hashlib.sha256(footer + tail).hexdigest()[:32]
 
 
 TEXT_TYPES = (pa.string(), pa.large_string(), pa.binary(), pa.large_binary(), pa.null())
@@ -131,22 +289,23 @@ def check_columns(f: InputFile, text_column: str, id_column: str) -> None:
 
 def check_inputs(
     inputs: list[str], text_column: str, id_column: str, on_bad_file: str, exclude: str | None
-) -> tuple[list[InputFile], list[dict[str, str]]]:
-    """Every file checked: (good files, skipped files with reasons). Raises on the first bad
-    file unless `on_bad_file == "skip"`."""
+) -> tuple[list[InputFile], list[dict[str, str]], list[dict[str, str]]]:
+    """Every file checked: (good files, skipped files with reasons, paths ignored while
+    listing, see `resolve`). Raises on the first bad file unless `on_bad_file == "skip"`."""
     good: list[InputFile] = []
     skipped: list[dict[str, str]] = []
-    for fs, path, uri, size in resolve(inputs, exclude):
+    found, ignored = resolve(inputs, exclude)
+    for item in found:
         try:
-            f = inspect(fs, path, uri, size)
+            f = inspect(item)
             check_columns(f, text_column, id_column)
         except SentimentError as exc:
             if on_bad_file != "skip":
                 raise
-            skipped.append({"path": uri, "reason": str(exc).removeprefix(f"{uri}: ")})
+            skipped.append({"path": item.uri, "reason": str(exc).removeprefix(f"{item.uri}: ")})
             continue
         good.append(f)
-    return good, skipped
+    return good, skipped, ignored
 
 
 def unified_schema(files: list[InputFile]) -> pa.Schema:

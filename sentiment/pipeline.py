@@ -17,6 +17,7 @@ deleted with the staging area, so no row is lost or written twice.
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import uuid
 from dataclasses import dataclass
@@ -50,12 +51,9 @@ class Unit:
 
     @property
     def source(self) -> str:
-        groups = (
-            f"{self.groups[0]}"
-            if len(self.groups) == 1
-            else (f"{self.groups[0]}-{self.groups[-1]}")
-        )
-        return f"{self.file.uri} (row group{'s' if len(self.groups) > 1 else ''} {groups})"
+        """Where the unit's rows come from, as its blocks carry it to the actor."""
+        rows = [self.file.group_rows[g] for g in self.groups]
+        return json.dumps({"uri": self.file.uri, "groups": list(self.groups), "rows": rows})
 
 
 def plan_units(files: list[InputFile], rows_per_unit: int) -> list[Unit]:
@@ -177,7 +175,7 @@ class ScorerActor:
 
     def _write(self, block: pa.Table) -> pa.Table:
         unit, first = block[UNIT][0].as_py(), block[POS][0].as_py()
-        source = block[SOURCE][0].as_py()
+        source = json.loads(block[SOURCE][0].as_py())
         data = block.drop_columns([UNIT, POS, SOURCE])
         name = f"{self.staging}/part-{unit:07d}-{first:010d}-{uuid.uuid4().hex[:8]}"
         try:
@@ -186,25 +184,44 @@ class ScorerActor:
                 writer = None
                 # Length-sorting pools of `pool_rows` (the Scorer pads within a pool).
                 for start in range(0, data.num_rows, self.pool_rows):
-                    scored = self.scorer(data.slice(start, self.pool_rows))
+                    scored = self._score(data.slice(start, self.pool_rows), source, first + start)
                     writer = writer or pq.ParquetWriter(stream, scored.schema)
                     writer.write_table(scored)
                 writer.close()
             self.fs.move(name + ".tmp", name + ".parquet")  # whole or not at all
-        except SentimentError as exc:
-            raise SentimentError(f"{source}: {exc}") from None
-        except Exception as exc:  # one line naming the file and row groups, not a trace
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            raise SentimentError(f"{source}: {type(exc).__name__}: {reason}") from None
+        except (OSError, pa.ArrowException) as exc:
+            raise SentimentError(
+                f"{source['uri']}: writing scores to {name}.parquet failed: {one_line(exc)}"
+            ) from None
+        path = f"{name}.parquet"
         return pa.table(
-            {
-                "unit": [unit],
-                "first": [first],
-                "rows": [block.num_rows],
-                "path": [f"{name}.parquet"],
-            },
+            {"unit": [unit], "first": [first], "rows": [block.num_rows], "path": [path]},
             schema=RECEIPT,
         )
+
+    def _score(self, rows: pa.Table, source: dict[str, Any], first: int) -> pa.Table:
+        """The Scorer over `rows`, which start at position `first` of their unit. Any
+        error becomes one line naming the input file and the row group of the row that
+        caused it (each row group of the rows is scored alone until one fails)."""
+        try:
+            return self.scorer(rows)
+        except Exception as exc:
+            where = f"{source['uri']}: row groups {source['groups']}"
+            ends = list(itertools.accumulate(source["rows"]))
+            for g, end, n in zip(source["groups"], ends, source["rows"], strict=True):
+                lo, hi = max(end - n, first), min(end, first + rows.num_rows)
+                if lo < hi:
+                    try:
+                        self.scorer(rows.slice(lo - first, hi - lo))
+                    except Exception:
+                        where = f"{source['uri']}: row group {g}"
+                        break
+            raise SentimentError(f"{where}: scoring failed: {one_line(exc)}") from None
+
+
+def one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or "no message"
+    return f"{type(exc).__name__}: {text}"[:500]
 
 
 def _runs(batch: pa.Table) -> list[tuple[int, int]]:

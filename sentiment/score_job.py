@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from sentiment.artifacts import resolve_model, versions
 from sentiment.commit import OutputDir, staged_name
 from sentiment.config import ScoreConfig, SentimentError, absolute, store_location, to_dict
-from sentiment.inputs import InputFile, check_inputs, unified_schema
+from sentiment.inputs import InputFile, check_inputs, check_output_apart, unified_schema
 from sentiment.pipeline import (
     GENERATED_ID,
     Registry,
@@ -58,8 +58,12 @@ class _Run:
     previous: dict[str, Any] | None  # the committed manifest an incremental run extends
     kept_inputs: list[dict[str, Any]] = field(default_factory=list)
     kept_files: list[dict[str, Any]] = field(default_factory=list)
+    changes: dict[str, list[str]] = field(default_factory=dict)  # changed/removed inputs
+    ignored: list[dict[str, str]] = field(default_factory=list)  # see inputs.resolve
+    file_counts: dict[str, dict[str, int]] = field(default_factory=dict)  # per staged file
     plan: dict[str, float] = field(default_factory=dict)
     staged: list[str] = field(default_factory=list)
+    staged_inputs: dict[str, str] = field(default_factory=dict)  # staged file -> its input
     actors: list[dict[str, Any]] = field(default_factory=list)
     nodes: list[dict[str, float]] = field(default_factory=list)  # alive at the last attempt
     retries: list[dict[str, Any]] = field(default_factory=list)  # attempts that lost nodes
@@ -120,7 +124,8 @@ def run_scoring(cfg: ScoreConfig, address: str = "") -> ScoreSummary:
     output = cfg.output or default_output(cfg.inputs[0])
     model_dir = absolute(str(resolve_model(cfg.model, store_location(cfg.store))))
     out = OutputDir(output)
-    files, skipped = check_inputs(
+    check_output_apart(out.location, list(cfg.inputs))
+    files, skipped, ignored = check_inputs(
         list(cfg.inputs), cfg.text_column, cfg.id_column, cfg.on_bad_file, exclude=out.location
     )
     if not files and not skipped:
@@ -128,10 +133,11 @@ def run_scoring(cfg: ScoreConfig, address: str = "") -> ScoreSummary:
     with out.lock(run_id):
         out.prepare()
         previous = out.committed_manifest() if cfg.incremental else None
-        todo, kept_inputs, kept_files = _incremental_plan(files, previous)
+        todo, kept_inputs, kept_files, changes = _incremental_plan(files, previous)
         run = _Run(
             cfg, run_id, started, out, model_dir, todo, skipped, previous, kept_inputs, kept_files
         )
+        run.changes, run.ignored = changes, ignored
         schema = unified_schema(todo) if todo else None
         if schema is not None:
             _check_output_names(schema, todo)
@@ -142,7 +148,7 @@ def run_scoring(cfg: ScoreConfig, address: str = "") -> ScoreSummary:
         try:
             if todo:
                 _run_pipeline(run, schema, add_id)
-            counts = _verify(run.staged, sum(f.rows for f in todo), out, run_id)
+            counts, run.file_counts = _verify(run.staged, sum(f.rows for f in todo), out, run_id)
             manifest = _manifest(run, counts)
             out.commit(run_id, run.staged, manifest)
         except BaseException:
@@ -204,6 +210,7 @@ def _run_pipeline(run: _Run, schema: pa.Schema, add_id: bool) -> None:
         )  # fmt: skip
         run.retries.append({"attempt": attempt, "reason": reason, "units_done": len(done)})
     run.staged = sorted(path for files in done.values() for path in files)
+    run.staged_inputs = {path: units[i].file.uri for i, files in done.items() for path in files}
 
 
 def _attempt(run: _Run, units: list, schema: pa.Schema, add_id: bool):
@@ -304,36 +311,80 @@ def _pipeline_failure(exc: BaseException, run: _Run) -> str:
     return failure_reason(exc)
 
 
-def _verify(staged: list[str], rows_in: int, out: OutputDir, run_id: str) -> dict[str, int]:
-    """Rows out must equal rows in; per-status counts from the written files."""
+def _verify(
+    staged: list[str], rows_in: int, out: OutputDir, run_id: str
+) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
+    """Rows out must equal rows in; per-status counts from the written files (in all, and
+    per file, for the manifest)."""
     counts = dict.fromkeys(STATUSES, 0)
+    per_file: dict[str, dict[str, int]] = {}
     rows_out = 0
     for path in staged:
-        with out.fs.open_input_file(path) as f:
-            column = pq.read_table(f, columns=["score_status"]).column(0)
-        rows_out += len(column)
-        for item in pc.value_counts(column).to_pylist():
-            counts[item["values"]] = counts.get(item["values"], 0) + item["counts"]
+        per_file[path] = _status_counts(out, path)
+        rows_out += sum(per_file[path].values())
+        for k, v in per_file[path].items():
+            counts[k] = counts.get(k, 0) + v
     if rows_out != rows_in:
         raise SentimentError(
             f"run {run_id} wrote {rows_out} rows for {rows_in} input rows; not committed"
         )
-    return {"rows_in": rows_in, "rows_out": rows_out, **{k: v for k, v in counts.items()}}
+    return {"rows_in": rows_in, "rows_out": rows_out, **counts}, per_file
+
+
+def _status_counts(out: OutputDir, path: str) -> dict[str, int]:
+    with out.fs.open_input_file(path) as f:
+        column = pq.read_table(f, columns=["score_status"]).column(0)
+    return {item["values"]: item["counts"] for item in pc.value_counts(column).to_pylist()}
 
 
 def _incremental_plan(files: list[InputFile], previous: dict[str, Any] | None):
-    """Files still to score, and the inputs/data files kept from the committed output."""
+    """Files still to score, the inputs and data files kept from the committed output, and
+    the inputs that changed or disappeared since.
+
+    An input changed when its size, modification time or footer digest differs from
+    the manifest's. Its old rows must go: each data file holds the rows of one input
+    (its `input`), so those files are dropped and the input is scored again. Files
+    committed by older versions, which mixed the rows of all the inputs of a run, are
+    dropped with every input of that run, to be scored again: the committed output
+    stays exactly the scoring of the current inputs, with no row lost or twice.
+    """
     if previous is None:
-        return files, [], []
-    done = {i["path"]: i for i in previous["inputs"]}
-    for f in files:
-        if f.uri in done and done[f.uri]["size"] != f.size:
-            raise SentimentError(
-                f"{f.uri}: changed since run {done[f.uri]['run_id']} scored it "
-                f"({done[f.uri]['size']} -> {f.size} bytes); re-run without --incremental"
-            )
-    todo = [f for f in files if f.uri not in done]
-    return todo, previous["inputs"], previous["files"]
+        return files, [], [], {"changed_inputs": [], "removed_inputs": []}
+    current = {f.uri: f for f in files}
+    changed = [
+        i["path"]
+        for i in previous["inputs"]
+        if i["path"] in current and _changed(i, current[i["path"]])
+    ]
+    removed = [i["path"] for i in previous["inputs"] if i["path"] not in current]
+    for uri in changed:
+        log.warning("%s changed since it was scored: its rows are scored again", uri)
+    for uri in removed:
+        log.warning("%s is no longer an input: its rows are dropped", uri)
+    gone = set(changed + removed)
+    runs_of_gone = {i["run_id"] for i in previous["inputs"] if i["path"] in gone}
+    mixed_runs = {f["run_id"] for f in previous["files"] if "input" not in f} & runs_of_gone
+    kept_inputs = [
+        i for i in previous["inputs"] if i["path"] not in gone and i["run_id"] not in mixed_runs
+    ]
+    kept_files = [
+        f
+        for f in previous["files"]
+        if f.get("input") not in gone and not ("input" not in f and f["run_id"] in mixed_runs)
+    ]
+    kept = {i["path"] for i in kept_inputs}
+    todo = [f for f in files if f.uri not in kept]
+    return todo, kept_inputs, kept_files, {"changed_inputs": changed, "removed_inputs": removed}
+
+
+def _changed(scored: dict[str, Any], now: InputFile) -> bool:
+    """Whether an input differs from what was scored (manifests without the modification
+    time or digest, from older versions, count as changed: scored again once)."""
+    return (
+        scored.get("size") != now.size
+        or scored.get("mtime_ns") != now.mtime_ns
+        or scored.get("fingerprint") != now.fingerprint
+    )
 
 
 def _check_output_names(schema: pa.Schema, files: list[InputFile]) -> None:
@@ -350,15 +401,38 @@ def _manifest(run: _Run, counts: dict[str, int]) -> dict[str, Any]:
     finished = time.time()
     new_files = []
     for i, path in enumerate(run.staged):
-        with run.out.fs.open_input_file(path) as f:
-            rows = pq.ParquetFile(f).metadata.num_rows
-        new_files.append({"name": staged_name(run.run_id, i), "rows": rows, "run_id": run.run_id})
+        file_counts = run.file_counts[path]
+        new_files.append(
+            {
+                "name": staged_name(run.run_id, i),
+                "rows": sum(file_counts.values()),
+                "run_id": run.run_id,
+                "input": run.staged_inputs[path],
+                "counts": file_counts,
+            }
+        )
     inputs = list(run.kept_inputs) + [
-        {"path": f.uri, "size": f.size, "rows": f.rows, "run_id": run.run_id} for f in run.todo
+        {
+            "path": f.uri,
+            "size": f.size,
+            "mtime_ns": f.mtime_ns,
+            "fingerprint": f.fingerprint,
+            "rows": f.rows,
+            "run_id": run.run_id,
+        }
+        for f in run.todo
     ]
-    totals = dict((run.previous or {}).get("totals", {})) if run.kept_files else {}
-    for k, v in counts.items():
-        totals[k] = totals.get(k, 0) + v
+    # files listed by older manifests carry no counts: their status column is read once
+    files = [
+        e if "counts" in e else {**e, "counts": _status_counts(run.out, run.out.path(e["name"]))}
+        for e in [*run.kept_files, *new_files]
+    ]
+    totals = dict.fromkeys(("rows_in", "rows_out", *STATUSES), 0)
+    for entry in files:
+        for k, v in entry["counts"].items():
+            totals[k] = totals.get(k, 0) + v
+        totals["rows_in"] += entry["rows"]
+        totals["rows_out"] += entry["rows"]
     seconds = finished - run.started
     return {
         "run_id": run.run_id,
@@ -369,13 +443,13 @@ def _manifest(run: _Run, counts: dict[str, int]) -> dict[str, Any]:
         "finished_at": _iso(finished),
         "seconds": round(seconds, 3),
         "rows_per_s": round(counts["rows_in"] / seconds, 1) if seconds else None,
-        "this_run": {**counts, "inputs": [f.uri for f in run.todo]},
+        "this_run": {**counts, "inputs": [f.uri for f in run.todo], **run.changes},
         "totals": totals,
         "inputs": inputs,
         "skipped": run.skipped,
-        "files": list(run.kept_files) + new_files,
+        "ignored": run.ignored,
+        "files": files,
         "actors": run.actors,
-        "retries": run.retries,
         "resources": run.plan,
         "settings": to_dict(run.cfg),
         "versions": versions(),

@@ -145,7 +145,7 @@ class Scorer:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         """Ray Data's batch UDF: the input table with the four output columns appended."""
-        scores = self.score_texts(batch.column(self.text_column).to_pylist())
+        scores = self.score_texts(text_values(batch.column(self.text_column)))
         n = batch.num_rows
         columns = {
             "sentiment": pa.array(scores.sentiment, pa.string()),
@@ -161,3 +161,26 @@ class Scorer:
         for name in OUTPUT_COLUMNS:
             batch = batch.append_column(OUTPUT_SCHEMA.field(name), columns[name])
         return batch
+
+
+_AS_BYTES = {pa.string(): pa.binary(), pa.large_string(): pa.large_binary()}
+if hasattr(pa, "string_view"):  # pyarrow >= 16
+    _AS_BYTES[pa.string_view()] = pa.binary_view()
+
+
+def text_values(column: pa.ChunkedArray | pa.Array) -> list[object]:
+    """A text column as Python values. A string column holding bytes that are not UTF-8
+    (Parquet writers do not all check) is read as bytes, so that `score_texts` marks just
+    those rows `not_text` instead of the whole batch failing to convert."""
+    try:
+        return column.to_pylist()
+    except UnicodeDecodeError:
+        pass
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    values: list[object] = []
+    for chunk in chunks:
+        if pa.types.is_dictionary(chunk.type):
+            chunk = chunk.dictionary_decode()
+        binary = _AS_BYTES.get(chunk.type)
+        values.extend(chunk.view(binary).to_pylist() if binary else chunk.to_pylist())
+    return values

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -210,12 +211,187 @@ def test_incremental_scores_only_new_files(ray_local, tiny_model, tmp_path):
     assert kept == first["files"]
     third = score([tmp_path / "in"], tmp_path / "out", tiny_model, incremental=True)
     assert third["this_run"]["rows_in"] == 0 and read_output(tmp_path / "out").num_rows == 360
-    # an input that changed after it was scored is an error, not a silent double count
-    pq.write_table(
-        pa.table({"review_id": ["z"], "text": ["great"], "stars": pa.array([5], pa.int8())}), new
+    assert third["this_run"]["changed_inputs"] == third["this_run"]["removed_inputs"] == []
+
+
+# --- issue 9: changed and deleted inputs, undecodable rows, links, actor errors ----------
+
+
+def rewrite(path: Path, texts: list[str], keep_mtime: bool = False) -> None:
+    """Replace an input file's rows: uncompressed and plain, so equal-length texts give a
+    file of the same size; with `keep_mtime` its modification time is put back too."""
+    st = path.stat() if keep_mtime else None
+    table = pa.table(
+        {
+            "review_id": [f"{path.stem}-new{i}" for i in range(len(texts))],
+            "text": texts,
+            "stars": pa.array([3] * len(texts), pa.int8()),
+        }
     )
-    with pytest.raises(SentimentError, match="changed since run"):
-        score([tmp_path / "in"], tmp_path / "out", tiny_model, incremental=True)
+    pq.write_table(table, path, compression="none", use_dictionary=False)
+    if keep_mtime:
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def ids_in_output(output: Path) -> list[str]:
+    return sorted(read_output(output)["review_id"].to_pylist())
+
+
+def ids_in_inputs(directory: Path) -> list[str]:
+    return sorted(
+        i for p in directory.glob("*.parquet") for i in pq.read_table(p)["review_id"].to_pylist()
+    )
+
+
+def test_incremental_same_size_rewrite_is_rescored(ray_local, tiny_model, tmp_path):
+    """A file rewritten with the same size and modification time (only its footer digest
+    tells): its old rows go, its new rows are scored, the other inputs' rows stay once."""
+    a, b = tmp_path / "in" / "a.parquet", tmp_path / "in" / "b.parquet"
+    (tmp_path / "in").mkdir()
+    rewrite(a, ["great product"] * 40)
+    rewrite(b, ["fine"] * 10)
+    first = score([tmp_path / "in"], tmp_path / "out", tiny_model, incremental=True)
+    size = a.stat().st_size
+    rewrite(a, ["awful product"] * 40, keep_mtime=True)
+    assert a.stat().st_size == size
+    second = score([tmp_path / "in"], tmp_path / "out", tiny_model, incremental=True)
+    assert second["this_run"]["changed_inputs"] == [str(a)]
+    # each data file holds one input's rows: only a is scored again, b's files stay
+    assert second["this_run"]["inputs"] == [str(a)]
+    out = read_output(tmp_path / "out")
+    assert ids_in_output(tmp_path / "out") == ids_in_inputs(tmp_path / "in")
+    assert set(out.filter(pa.compute.equal(out["text"], "awful product"))["sentiment"].to_pylist())
+    assert "great product" not in out["text"].to_pylist()  # no stale prediction kept
+    runs = {f["input"]: f["run_id"] for f in second["files"]}
+    assert runs == {str(a): second["run_id"], str(b): first["run_id"]}
+    assert second["totals"]["rows_out"] == 50 == sum(f["rows"] for f in second["files"])
+    entry = next(i for i in second["inputs"] if i["path"] == str(a))
+    assert entry["size"] == size and len(entry["fingerprint"]) == 32 and entry["mtime_ns"]
+
+
+def test_incremental_deleted_input_rows_are_dropped(ray_local, tiny_model, tmp_path):
+    paths = write_inputs(tmp_path / "in", n_files=2, rows=30)
+    first = score([tmp_path / "in"], tmp_path / "out", tiny_model, incremental=True)
+    [late] = write_inputs(tmp_path / "in", n_files=1, rows=30, seed=10)
+    second = score([tmp_path / "in"], tmp_path / "out", tiny_model, incremental=True)
+    paths[0].unlink()
+    third = score([tmp_path / "in"], tmp_path / "out", tiny_model, incremental=True)
+    assert third["this_run"]["removed_inputs"] == [str(paths[0])]
+    assert third["this_run"]["inputs"] == []  # nothing to score: the deleted file's rows go
+    assert ids_in_output(tmp_path / "out") == ids_in_inputs(tmp_path / "in")  # 60 rows
+    assert {i["path"] for i in third["inputs"]} == {str(paths[1]), str(late)}
+    assert third["files"] == [f for f in second["files"] if f["input"] != str(paths[0])]
+    assert {f["run_id"] for f in third["files"]} == {first["run_id"], second["run_id"]}
+    assert third["totals"]["rows_out"] == 60 and third["totals"]["ok"] == 60
+
+
+def test_incremental_over_files_of_an_older_version_rescores_their_whole_run(
+    ray_local, tiny_model, tmp_path
+):
+    """Data files committed before files held one input each name no input: when one of
+    that run's inputs changes, all its inputs are scored again and its files dropped."""
+    paths = write_inputs(tmp_path / "in", n_files=2, rows=30)
+    score([tmp_path / "in"], tmp_path / "out", tiny_model, incremental=True)
+    manifest_path = tmp_path / "out" / "_manifest.json"
+    old = json.loads(manifest_path.read_text())
+    old["files"] = [{k: v for k, v in f.items() if k != "input"} for f in old["files"]]
+    manifest_path.write_text(json.dumps(old))
+    paths[0].unlink()
+    second = score([tmp_path / "in"], tmp_path / "out", tiny_model, incremental=True)
+    assert second["this_run"]["inputs"] == [str(paths[1])]
+    assert {f["run_id"] for f in second["files"]} == {second["run_id"]}
+    assert ids_in_output(tmp_path / "out") == ids_in_inputs(tmp_path / "in")
+
+
+def test_incremental_changed_size_is_rescored(ray_local, tiny_model, tmp_path):
+    [path] = write_inputs(tmp_path / "in", n_files=1, rows=30)
+    score([tmp_path / "in"], tmp_path / "out", tiny_model, incremental=True)
+    rewrite(path, ["great"] * 7)
+    second = score([tmp_path / "in"], tmp_path / "out", tiny_model, incremental=True)
+    assert second["this_run"]["changed_inputs"] == [str(path)]
+    assert ids_in_output(tmp_path / "out") == [f"part-0-new{i}" for i in range(7)]
+    assert second["totals"]["rows_out"] == 7
+
+
+def test_invalid_utf8_row_is_not_text_and_the_run_succeeds(ray_local, tiny_model, tmp_path):
+    """A Parquet string column holding invalid UTF-8 (a lone surrogate, a stray 0xff): those
+    rows get `not_text`, every other row is scored, the run commits."""
+    raw = [b"great product", b"\xed\xa0\x80 awful", b"awful", b"\xff"] * 30
+    table = pa.table({"review_id": [f"u{i}" for i in range(120)], "text": raw})
+    table = table.set_column(1, "text", table["text"].cast(pa.binary()).chunk(0).view(pa.string()))
+    pq.write_table(table, tmp_path / "bad-utf8.parquet", row_group_size=40)
+    manifest = score([tmp_path / "bad-utf8.parquet"], tmp_path / "out", tiny_model)
+    assert manifest["this_run"]["rows_out"] == 120 and manifest["this_run"]["not_text"] == 60
+    out = read_output(tmp_path / "out")
+    status = dict(zip(out["review_id"].to_pylist(), out["score_status"].to_pylist(), strict=True))
+    assert [status[f"u{i}"] for i in range(4)] == ["ok", "not_text", "ok", "not_text"]
+
+
+def test_symlink_loop_and_duplicates_score_each_row_once(ray_local, tiny_model, tmp_path):
+    [path] = write_inputs(tmp_path / "in", n_files=1, rows=100)
+    (tmp_path / "in" / "loop").symlink_to(tmp_path / "in")
+    (tmp_path / "in" / "copy.parquet").symlink_to(path)
+    manifest = score([tmp_path / "in"], tmp_path / "out", tiny_model)
+    assert manifest["this_run"]["rows_out"] == 100 == read_output(tmp_path / "out").num_rows
+    assert [i["path"] for i in manifest["inputs"]] == [str(path)]
+    assert sorted(i["reason"] for i in manifest["ignored"]) == [
+        "link to a directory, not followed",
+        f"same file as {path}",
+    ]
+
+
+def test_scoring_actor_error_reaches_the_driver_as_one_line(ray_local, tiny_model, tmp_path):
+    """An exception inside a Ray scoring actor: the driver's message names the file, the
+    row group and the reason, in one line (Ray's own text is a multi-line traceback)."""
+    import ray
+
+    from sentiment.cluster import failure_reason
+    from sentiment.inputs import check_inputs, unified_schema
+    from sentiment.pipeline import ScorerActor, make_datasource, plan_units
+
+    paths = write_inputs(tmp_path / "in", n_files=2, rows=100)
+    table = pq.read_table(paths[1])
+    texts = table["text"].to_pylist()
+    texts[75] = "poison"
+    pq.write_table(table.set_column(1, "text", pa.array(texts)), paths[1], row_group_size=50)
+    files, _, _ = check_inputs([str(tmp_path / "in")], "text", "", "fail", None)
+
+    class Failing(ScorerActor):
+        def __call__(self, batch):
+            real = self.scorer.score_texts
+
+            def score_texts(values):
+                if "poison" in values:
+                    raise ValueError("cannot score this\nsecond line")
+                return real(values)
+
+            self.scorer.score_texts = score_texts
+            return super().__call__(batch)
+
+    units = plan_units(files, 1000)
+    ds = ray.data.read_datasource(make_datasource(units, unified_schema(files), False))
+    ds = ds.map_batches(
+        Failing,
+        fn_constructor_kwargs={
+            "model_dir": str(tiny_model),
+            "text_column": "text",
+            "max_tokens": 0,
+            "batch_size": 64,
+            "pool_rows": 4096,
+            "threads": 1,
+            "output": str(tmp_path / "out"),
+            "staging": str(tmp_path / "out" / "_staging"),
+        },
+        batch_size=None,
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=1),
+        num_cpus=0.5,
+    )
+    with pytest.raises(Exception) as err:
+        ds.materialize()
+    assert failure_reason(err.value) == (
+        f"{paths[1]}: row group 1: scoring failed: ValueError: cannot score this second line"
+    )
 
 
 def test_default_output_is_next_to_the_input():
