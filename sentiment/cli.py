@@ -644,6 +644,20 @@ def score(
             help="Seconds to wait for actors to start, or for a stalled run to move, before failing with the missing resource named.",
         ),
     ] = 600.0,
+    rows_per_file: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Input rows (whole row groups) read, scored and written together: at most this many per output file, and what a lost node makes the run score again.",
+        ),
+    ] = 50_000,
+    max_attempts: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Attempts of the pipeline when nodes are lost, each over what is left unscored.",
+        ),
+    ] = 3,
     incremental: Annotated[
         bool, typer.Option(help="Only score input files the committed manifest does not list.")
     ] = False,
@@ -676,6 +690,8 @@ def score(
             min_actors=min_actors,
             max_actors=max_actors,
             resource_timeout_s=resource_timeout,
+            rows_per_file=rows_per_file,
+            max_attempts=max_attempts,
             gpus_per_actor=gpus_per_actor,
             cpus_per_actor=cpus_per_actor,
             max_tokens=max_tokens,

@@ -165,7 +165,7 @@ class ScorerActor:
                 "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
                 "device": str(self.scorer.device),
             }
-            ray.get(registry.add.remote(info))
+            ray.get(registry.add.remote(info, ray.get_runtime_context().current_actor))
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         """Score and write each run of consecutive rows of one unit in the batch (a batch
@@ -233,16 +233,23 @@ def _runs(batch: pa.Table) -> list[tuple[int, int]]:
 
 
 class Registry:
-    """A tiny actor collecting what each scoring actor ran on, for the manifest."""
+    """A tiny actor collecting what each scoring actor ran on (for the manifest), and its
+    handle (so that an attempt's actors can be ended before the next attempt starts)."""
 
     def __init__(self):
         self.items: list[dict[str, Any]] = []
+        self.handles: list[Any] = []
 
-    def add(self, info: dict[str, Any]) -> None:
+    def add(self, info: dict[str, Any], handle: Any = None) -> None:
         self.items.append(info)
+        if handle is not None:
+            self.handles.append(handle)
 
     def get(self) -> list[dict[str, Any]]:
         return self.items
+
+    def actors(self) -> list[Any]:
+        return self.handles
 
 
 def complete(unit: Unit, receipts: list[tuple[int, int, str]]) -> list[str] | None:

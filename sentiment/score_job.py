@@ -237,6 +237,10 @@ def _attempt(run: _Run, units: list, schema: pa.Schema, add_id: bool):
         yield from ds.iter_rows()
     finally:
         run.actors.extend(ray.get(registry.get.remote()))
+        # A failed attempt's surviving actors would hold the CPUs or GPUs the next
+        # attempt's actors need until Ray Data lets go of them: end them now.
+        for actor in ray.get(registry.actors.remote()):
+            ray.kill(actor)
         ray.kill(registry)
 
 

@@ -106,11 +106,11 @@ def test_a_worker_node_killed_mid_score_loses_and_duplicates_no_row(
     victim, _ = workers(cluster, 2)
     inputs, ids = collection
     started = time.monotonic()
-    proc = score(cluster, inputs, tmp_path / "out", tiny_model, "--batch-size", "400")
-    while not victim.runs("ScorerActor"):
-        assert proc.poll() is None and time.monotonic() - started < 240, "no actor on the node"
-        time.sleep(0.2)
-    time.sleep(3)  # scoring under way on every node
+    proc = score(cluster, inputs, tmp_path / "out", tiny_model, "--rows-per-file", "400")
+    # Scoring under way: an actor on the node, and a first unit's file staged.
+    while not (victim.runs("ScorerActor") and list(tmp_path.glob("out/_staging/*/part-*"))):
+        assert proc.poll() is None and time.monotonic() - started < 240, "no actor scoring"
+        time.sleep(0.1)
     assert proc.poll() is None, "the run ended before the node could be killed"
     victim.kill()
     code, _out, err = finish(proc)
