@@ -67,10 +67,17 @@ class Node:
         return any(text in cmd for _, cmd in self.processes())
 
     def kill(self) -> None:
-        """SIGKILL every process of the node at once, as when its machine dies."""
-        for pid, _ in self.processes():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        """SIGKILL every process of the node at once, as when its machine dies (again
+        until none is left: a worker may be forked while the first round is sent)."""
+        for _ in range(20):
+            self.proc.poll()  # reap the node's own process once it is killed
+            found = self.processes()
+            if not found:
+                break
+            for pid, _ in found:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.05)
         self.proc.wait(timeout=30)
 
 
@@ -178,6 +185,8 @@ class LocalCluster:
     def stop(self) -> None:
         for node in reversed(self.nodes):
             _end_group(node.proc, signal.SIGTERM)
+        for node in self.nodes:  # whatever outlived its node's shutdown
+            node.kill()
         shutil.rmtree(self.temp, ignore_errors=True)
 
     def __enter__(self) -> LocalCluster:
