@@ -41,6 +41,43 @@ def _main(
         logging.getLogger("gensim").setLevel(logging.WARNING)  # a line per word2vec step
 
 
+RUN_OPTIONS = ("address", "wait", "python")  # where a run goes, not what it does
+
+
+def settings_from(config: str, cls: type, ctx: typer.Context, allowed: tuple[str, ...]):
+    """A config dataclass from `--config` JSON (inline or a file); every other setting
+    must then be left at its default."""
+    import json
+
+    from sentiment.config import from_dict
+
+    # By name: Typer (0.2x) brings a click of its own, whose ParameterSource is not click's.
+    given = [
+        name
+        for name in ctx.params
+        if name not in ("config", *allowed)
+        and getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"
+    ]
+    if given:
+        raise SentimentError(f"--config holds every setting: drop --{given[0].replace('_', '-')}")
+    text = config.strip()
+    if not text.startswith(("{", "[")):
+        try:
+            text = Path(text).read_text()
+        except OSError as exc:
+            raise SentimentError(f"--config {config}: {exc.strerror}") from None
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise SentimentError(f"--config: not JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise SentimentError("--config: expected a JSON object of settings")
+    try:
+        return from_dict(cls, data)
+    except (TypeError, ValueError) as exc:
+        raise SentimentError(f"--config: {exc}") from None
+
+
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
     """Turn a known user error into one line and a non-zero exit."""
@@ -64,6 +101,13 @@ AddressOption = Annotated[
 WaitOption = Annotated[
     bool,
     typer.Option(help="With --address: follow the job's logs and exit with its outcome."),
+]
+ConfigOption = Annotated[
+    str,
+    typer.Option(
+        "--config",
+        help="All settings as JSON, inline or in a file (as a model's config.json 'training' or a manifest's 'settings' hold them); no other setting may be given with it. How a submitted Ray job gets its settings.",
+    ),
 ]
 PythonOption = Annotated[
     str,
@@ -376,7 +420,10 @@ class Readout(str, Enum):
 
 @app.command()
 def train(
-    data: Annotated[str, typer.Option(help="Prepared dataset (directory or URI) from `prepare`.")],
+    ctx: typer.Context,
+    data: Annotated[
+        str, typer.Option(help="Prepared dataset (directory or URI) from `prepare`.")
+    ] = "",
     model: Annotated[Variant, typer.Option(help="GRU variant (SPEC.md).")] = Variant.gru,
     epochs: Annotated[int, typer.Option(help="Passes over the training split.")] = 6,
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 4e-3,
@@ -478,6 +525,7 @@ def train(
         str, typer.Option(help="Run name; the same name resumes an interrupted run.")
     ] = "",
     dim: Annotated[int, typer.Option(min=1, help="word2vec size when training vectors.")] = 300,
+    config: ConfigOption = "",
     address: AddressOption = "",
     wait: WaitOption = True,
     python: PythonOption = "",
@@ -488,47 +536,52 @@ def train(
     from sentiment.trainer import run_training
 
     with user_errors():
-        cfg = TrainConfig(
-            data=data,
-            model=ModelConfig(
-                variant=model.value,
-                hidden_size=hidden_size,
-                layers=layers,
-                bidirectional=bidirectional,
-                dropout=dropout,
-                readout=readout.value,
-                freeze_embeddings=not trainable_embeddings,
-                reset_after=reset_after,
-            ),
-            text=TextConfig(max_tokens=max_tokens),
-            embeddings=EmbeddingConfig(
-                source=embeddings,
-                format=embeddings_format,
-                epochs=w2v_epochs,
-                sg=skipgram,
-                workers=w2v_workers,
-                min_count=min_count,
+        if config:
+            cfg = settings_from(config, TrainConfig, ctx, RUN_OPTIONS)
+        else:
+            if not data:
+                raise SentimentError("give --data: a dataset prepared by `sentiment-jobs prepare`")
+            cfg = TrainConfig(
+                data=data,
+                model=ModelConfig(
+                    variant=model.value,
+                    hidden_size=hidden_size,
+                    layers=layers,
+                    bidirectional=bidirectional,
+                    dropout=dropout,
+                    readout=readout.value,
+                    freeze_embeddings=not trainable_embeddings,
+                    reset_after=reset_after,
+                ),
+                text=TextConfig(max_tokens=max_tokens),
+                embeddings=EmbeddingConfig(
+                    source=embeddings,
+                    format=embeddings_format,
+                    epochs=w2v_epochs,
+                    sg=skipgram,
+                    workers=w2v_workers,
+                    min_count=min_count,
+                    seed=seed,
+                    limit=limit or None,
+                    dim=dim,
+                ),
+                epochs=epochs,
+                lr=lr,
+                batch_size=batch_size,
+                val_fraction=val_fraction,
                 seed=seed,
-                limit=limit or None,
-                dim=dim,
-            ),
-            epochs=epochs,
-            lr=lr,
-            batch_size=batch_size,
-            val_fraction=val_fraction,
-            seed=seed,
-            workers=workers,
-            min_workers=min_workers,
-            use_gpu=use_gpu,
-            gpus_per_worker=gpus_per_worker,
-            cpus_per_worker=cpus_per_worker,
-            threads_per_worker=threads,
-            max_failures=max_failures,
-            resource_timeout_s=resource_timeout,
-            store=store,
-            storage_path=storage_path,
-            name=name,
-        )
+                workers=workers,
+                min_workers=min_workers,
+                use_gpu=use_gpu,
+                gpus_per_worker=gpus_per_worker,
+                cpus_per_worker=cpus_per_worker,
+                threads_per_worker=threads,
+                max_failures=max_failures,
+                resource_timeout_s=resource_timeout,
+                store=store,
+                storage_path=storage_path,
+                name=name,
+            )
         submitting = _submitting(address)
     if submitting:
         _submit_job("train", cfg, address, wait, python)
@@ -588,7 +641,11 @@ class BadFilePolicy(str, Enum):
 
 @app.command()
 def score(
-    inputs: Annotated[list[str], typer.Argument(help="Parquet files, directories, globs or URIs.")],
+    ctx: typer.Context,
+    inputs: Annotated[
+        list[str] | None,
+        typer.Argument(help="Parquet files, directories, globs or URIs.", show_default=False),
+    ] = None,
     model: Annotated[
         str, typer.Option(help="Model directory or URI, or 'latest' or a model id in the store.")
     ] = "latest",
@@ -668,6 +725,7 @@ def score(
     store: Annotated[
         str, typer.Option(envvar="SENTIMENT_STORE", help="Model store for 'latest' and model ids.")
     ] = "",
+    config: ConfigOption = "",
     address: AddressOption = "",
     wait: WaitOption = True,
     python: PythonOption = "",
@@ -677,27 +735,32 @@ def score(
     from sentiment.score_job import run_scoring
 
     with user_errors():
-        cfg = ScoreConfig(
-            inputs=tuple(inputs),
-            output=output,
-            model=model,
-            store=store,
-            text_column=text_column,
-            id_column=id_column,
-            batch_size=batch_size,
-            model_batch_size=model_batch_size,
-            actors=actors,
-            min_actors=min_actors,
-            max_actors=max_actors,
-            resource_timeout_s=resource_timeout,
-            rows_per_file=rows_per_file,
-            max_attempts=max_attempts,
-            gpus_per_actor=gpus_per_actor,
-            cpus_per_actor=cpus_per_actor,
-            max_tokens=max_tokens,
-            incremental=incremental,
-            on_bad_file=on_bad_file.value,
-        )
+        if config:
+            cfg = settings_from(config, ScoreConfig, ctx, RUN_OPTIONS)
+        else:
+            if not inputs:
+                raise SentimentError("give the Parquet files, directories, globs or URIs to score")
+            cfg = ScoreConfig(
+                inputs=tuple(inputs or ()),
+                output=output,
+                model=model,
+                store=store,
+                text_column=text_column,
+                id_column=id_column,
+                batch_size=batch_size,
+                model_batch_size=model_batch_size,
+                actors=actors,
+                min_actors=min_actors,
+                max_actors=max_actors,
+                resource_timeout_s=resource_timeout,
+                rows_per_file=rows_per_file,
+                max_attempts=max_attempts,
+                gpus_per_actor=gpus_per_actor,
+                cpus_per_actor=cpus_per_actor,
+                max_tokens=max_tokens,
+                incremental=incremental,
+                on_bad_file=on_bad_file.value,
+            )
         submitting = _submitting(address)
     if submitting:
         _submit_job("score", cfg, address, wait, python)

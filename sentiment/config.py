@@ -1,7 +1,7 @@
 """Settings for every stage, as frozen dataclasses.
 
-Configuration travels as these dataclasses: `asdict` into Ray Train's
-`train_loop_config` or a job's arguments, and `from_dict` back on the other side.
+Configuration travels as these dataclasses: `to_dict` into Ray Train's
+`train_loop_config` or a submitted job's `--config` JSON, and `from_dict` back.
 A model directory stores its `ModelConfig`, `TextConfig` and `EmbeddingConfig`
 so that loading rebuilds the model from the directory alone.
 """
@@ -318,109 +318,3 @@ def _origin(hint: Any) -> Any:
     if origin in (typing.Union, types.UnionType):
         return None
     return origin
-
-
-# --- command-line form: how a config travels as a Ray job's arguments ----------------------
-
-
-def to_argv(config: Any) -> list[str]:
-    """`--field value` options for the settings that differ from the class defaults.
-
-    Nested configs get a dotted prefix (`--model.hidden-size 8`), tuples repeat their
-    option, booleans are `--flag` / `--model.no-flag`, None is `none`. `from_argv` reverses it.
-    """
-    return _argv(config, type(config)(), "")
-
-
-def from_argv(cls: type[C], argv: list[str]) -> C:
-    """Rebuild a config from `to_argv` options; bare words go to the class's one tuple field."""
-    specs = _option_specs(cls, "", ())
-    tuples = [k for k, (path, hint) in specs.items() if len(path) == 1 and _is_tuple(hint)]
-    data: dict[str, Any] = {}
-    args = iter(argv)
-    for arg in args:
-        key, has_value, text = arg[2:].partition("=")
-        if not arg.startswith("--"):
-            if len(tuples) != 1:
-                raise SentimentError(f"unexpected argument {arg!r} for {cls.__name__}")
-            key, text = tuples[0], arg
-        elif key not in specs:
-            raise SentimentError(f"unknown option --{key} for {cls.__name__}")
-        elif isinstance(specs[key][1], bool):  # a flag: the spec holds its value
-            _put(data, specs[key][0], specs[key][1])
-            continue
-        elif not has_value:
-            text = next(args, None)
-            if text is None:
-                raise SentimentError(f"option --{key} needs a value")
-        path, hint = specs[key]
-        value = _parse_value(key, hint, text)
-        _put(data, path, [*_get(data, path), value] if _is_tuple(hint) else value)
-    return from_dict(cls, data)
-
-
-def _argv(config: Any, default: Any, prefix: str) -> list[str]:
-    out: list[str] = []
-    for f in dataclasses.fields(config):
-        value, base = getattr(config, f.name), getattr(default, f.name)
-        name = f.name.replace("_", "-")
-        if dataclasses.is_dataclass(value):
-            out += _argv(value, base, f"{prefix}{name}.")
-        elif value == base:
-            continue
-        elif isinstance(value, bool):
-            out.append(f"--{prefix}{name}" if value else f"--{prefix}no-{name}")
-        elif isinstance(value, tuple):
-            for item in value:
-                out += [f"--{prefix}{name}", str(item)]
-        else:
-            # repr keeps every digit of a float; None is spelled "none"
-            text = "none" if value is None else repr(value) if isinstance(value, float) else value
-            out += [f"--{prefix}{name}", str(text)]
-    return out
-
-
-def _option_specs(cls: Any, prefix: str, path: tuple[str, ...]) -> dict[str, Any]:
-    """Option name -> (field path, type hint); a flag's entry holds its value instead of a hint."""
-    hints = typing.get_type_hints(cls)
-    out: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        key, hint = prefix + f.name.replace("_", "-"), hints[f.name]
-        if dataclasses.is_dataclass(hint):
-            out.update(_option_specs(hint, f"{key}.", (*path, f.name)))
-        elif hint is bool:
-            out[key] = ((*path, f.name), True)
-            out[prefix + "no-" + key.removeprefix(prefix)] = ((*path, f.name), False)
-        else:
-            out[key] = ((*path, f.name), hint)
-    return out
-
-
-def _is_tuple(hint: Any) -> bool:
-    return _origin(hint) is tuple
-
-
-def _parse_value(key: str, hint: Any, text: str) -> Any:
-    args = typing.get_args(hint)
-    if _origin(hint) is None and type(None) in args:  # Optional[X]
-        if text == "none":
-            return None
-        hint = next(a for a in args if a is not type(None))
-    if _is_tuple(hint):
-        hint = typing.get_args(hint)[0]
-    try:
-        return hint(text) if hint in (int, float) else text
-    except ValueError:
-        raise SentimentError(f"option --{key}: expected {hint.__name__}, got {text!r}") from None
-
-
-def _get(data: dict[str, Any], path: tuple[str, ...]) -> Any:
-    for name in path[:-1]:
-        data = data.get(name, {})
-    return data.get(path[-1], [])
-
-
-def _put(data: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
-    for name in path[:-1]:
-        data = data.setdefault(name, {})
-    data[path[-1]] = value

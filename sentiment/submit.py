@@ -1,7 +1,7 @@
 """Submitting `train` and `score` as Ray jobs, and managing them, through the Ray Jobs API.
 
-A job runs `jobs/train.py` or `jobs/score.py` of this project (shipped as the job's
-`working_dir`) with the cluster's own Python and the config as `--field value` options.
+A job runs this very command line, `<python> -m sentiment train|score --config <JSON>`,
+with the cluster's own Python; a checkout's code travels as the job's `working_dir`.
 Ray 2.52+ clusters may require a token: it is read from RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH
 or ~/.ray/auth_token and sent only to clusters that say they use token authentication.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import os
 import shlex
@@ -23,10 +24,10 @@ from typing import Any
 
 import requests
 
-from sentiment.config import ScoreConfig, SentimentError, TrainConfig, absolute, to_argv
+from sentiment.config import ScoreConfig, SentimentError, TrainConfig, absolute, to_dict
 
 log = logging.getLogger(__name__)
-PROJECT = Path(__file__).resolve().parents[1]  # holds pyproject.toml and jobs/ in a checkout
+PROJECT = Path(__file__).resolve().parents[1]  # holds pyproject.toml in a checkout
 DEFAULT_TOKEN = Path("~/.ray/auth_token")
 # gitignore-style patterns left out of the upload (Ray caps a working_dir package's size)
 EXCLUDES = [
@@ -148,34 +149,33 @@ def absolute_paths(cfg: TrainConfig | ScoreConfig) -> TrainConfig | ScoreConfig:
     )
 
 
-def entrypoint(kind: str, argv: list[str], python: str) -> str:
-    """The shell command a job runs: `<python> jobs/<kind>.py <options>`, quoted."""
-    return shlex.join([python, f"jobs/{kind}.py", *argv])
+def entrypoint(kind: str, cfg: TrainConfig | ScoreConfig, python: str) -> str:
+    """The shell command a job runs: the CLI with every setting as `--config` JSON, quoted."""
+    settings = json.dumps(to_dict(absolute_paths(cfg)), separators=(",", ":"))
+    return shlex.join([python, "-m", "sentiment", kind, "--config", settings])
 
 
 def submit(cluster: Cluster, kind: str, cfg: TrainConfig | ScoreConfig, python: str = "") -> str:
-    """Submit `jobs/<kind>.py` with `cfg`; returns the id (sentiment-<kind>-<time>-<random>).
+    """Submit `sentiment-jobs <kind>` with `cfg`; returns the id (sentiment-<kind>-<time>-<random>).
 
     `python`: the interpreter on the cluster; default: the one the cluster runs Ray with.
+    From a checkout its code is uploaded with the job; an installed package expects the
+    cluster to have sentiment-jobs installed too.
     """
-    if not (PROJECT / "jobs" / f"{kind}.py").is_file():
-        raise SentimentError(
-            f"no jobs/{kind}.py next to the sentiment package ({PROJECT}); submitting jobs "
-            "needs a checkout of the project (pip install -e .)"
-        )
     python = python or cluster_python(cluster) or "python"
     job_id = f"sentiment-{kind}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
-    command = entrypoint(kind, to_argv(absolute_paths(cfg)), python)
+    command = entrypoint(kind, cfg, python)
     log.info("submitting %s to %s: %s", job_id, cluster.address, command)
     # Ray 2.60 warns on every upload that it skips .git and .venv (as we want) and names
     # each .gitignore it honours: noise to someone watching a submission.
     logging.getLogger("ray._private.runtime_env.working_dir").setLevel(logging.ERROR)
     logging.getLogger("ray._private.runtime_env.packaging").setLevel(logging.WARNING)
+    checkout = (PROJECT / "pyproject.toml").is_file()
     with ray_errors(cluster.address):
         return cluster.client.submit_job(
             entrypoint=command,
             submission_id=job_id,
-            runtime_env={"working_dir": str(PROJECT), "excludes": EXCLUDES},
+            runtime_env={"working_dir": str(PROJECT), "excludes": EXCLUDES} if checkout else None,
             entrypoint_num_cpus=DRIVER_CPUS[kind] or None,
             metadata={"sentiment_job": kind},
         )

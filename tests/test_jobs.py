@@ -139,8 +139,16 @@ def trained(head, data) -> dict:
         command, env=_env(head.token), capture_output=True, text=True, timeout=240
     )
     assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-3000:]
-    summary = _json_line(done.stdout, "model_dir")
-    return {**summary, "store": store, "stderr": done.stderr, "seconds": time.monotonic() - started}
+    model_id = (store / "LATEST").read_text().strip()
+    # The job ran the CLI itself: its summary, streamed back, names the model.
+    assert f"model {model_id} -> {store / model_id}" in done.stdout
+    return {
+        "model_id": model_id,
+        "model_dir": str(store / model_id),
+        "store": store,
+        "stderr": done.stderr,
+        "seconds": time.monotonic() - started,
+    }
 
 
 def test_train_job_writes_a_model_directory(head, trained):
@@ -163,11 +171,13 @@ def test_score_job_scores_parquet(head, data, trained):
     args = ["score", str(data["input"]), "--model", "latest", "--store", str(trained["store"])]
     result = _cli(head, [*args, "--output", str(output)], env={"RAY_ADDRESS": head.address})
     assert result.exit_code == 0, result.output[-3000:]
-    summary = _json_line(result.stdout, "run_id")
+    assert "rows in 40  rows out 40" in result.stdout  # the CLI's summary, from the job
+    manifest = json.loads((output / "_manifest.json").read_text())
+    summary = manifest["this_run"]
     assert (summary["rows_in"], summary["rows_out"], summary["ok"]) == (40, 40, 38)
     assert (summary["null_text"], summary["empty_text"]) == (1, 1)
-    manifest = json.loads((output / "_manifest.json").read_text())
-    assert (output / "_SUCCESS").read_text().strip() == manifest["run_id"] == summary["run_id"]
+    assert f"run {manifest['run_id']} (full)" in result.stdout
+    assert (output / "_SUCCESS").read_text().strip() == manifest["run_id"]
     table = pq.read_table(output, columns=["review_id", "text", "p_positive", "model_id"])
     table = table.sort_by("review_id")
     source = pq.read_table(data["input"])
@@ -285,11 +295,11 @@ def test_ray_job_submit_runs_the_documented_entrypoint(head, data, trained):
         return subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
 
     first = ray_job_submit(
-        sys.executable, "jobs/score.py", str(data["input"]),
+        sys.executable, "-m", "sentiment", "score", str(data["input"]),
         "--model", trained["model_dir"], "--output", str(output),
     )  # fmt: skip
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-2000:]
-    assert _json_line(first.stdout, "run_id")["rows_out"] == 40
+    assert json.loads((output / "_manifest.json").read_text())["this_run"]["rows_out"] == 40
     assert (output / "_SUCCESS").is_file()
     # The scheduled form (jobs/raycronjob.yaml): the CLI inside a Ray job scores there,
     # and an incremental re-run finds nothing new and keeps the committed rows.
@@ -362,13 +372,6 @@ def _path_env(path: Path) -> dict[str, str | None]:
 def _cli(head: Head, args: list[str], env: dict[str, str | None] | None = None):
     base = {"RAY_AUTH_TOKEN": head.token, "RAY_AUTH_TOKEN_PATH": None, "RAY_ADDRESS": None}
     return CliRunner().invoke(app, args, env={**base, **(env or {})})
-
-
-def _json_line(text: str, key: str) -> dict:
-    for line in reversed(text.splitlines()):
-        if line.startswith("{") and key in line:
-            return json.loads(line)
-    raise AssertionError(f"no JSON summary with {key!r} in:\n{text[-3000:]}")
 
 
 def _long_training(data: dict, trained: dict) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import json
 import shlex
 import socket
 import threading
@@ -11,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from sentiment import cli, submit
-from sentiment.config import ScoreConfig, SentimentError, TrainConfig, from_argv
+from sentiment.config import ModelConfig, ScoreConfig, SentimentError, TrainConfig, from_dict
 
 
 @pytest.fixture
@@ -148,12 +149,43 @@ def test_paths_become_absolute_and_uris_stay(tmp_path, monkeypatch):
     assert score.output == str(tmp_path / "out") and score.model == "latest"
 
 
-def test_entrypoint_quotes_what_the_shell_would_split():
-    cfg = ScoreConfig(inputs=("/data/my reviews.parquet",), text_column="it's")
-    command = submit.entrypoint("score", submit.to_argv(cfg), "/opt/py 3/bin/python")
-    words = shlex.split(command)
-    assert words[:2] == ["/opt/py 3/bin/python", "jobs/score.py"]
-    assert from_argv(ScoreConfig, words[2:]) == cfg
+def test_entrypoint_is_the_cli_with_every_setting_as_json():
+    cfg = ScoreConfig(inputs=("/data/my reviews.parquet",), text_column="it's", actors=3)
+    words = shlex.split(submit.entrypoint("score", cfg, "/opt/py 3/bin/python"))
+    assert words[:5] == ["/opt/py 3/bin/python", "-m", "sentiment", "score", "--config"]
+    assert from_dict(ScoreConfig, json.loads(words[5])) == cfg
+    train = TrainConfig(data="/d", model=ModelConfig(variant="gruh", hidden_size=8))
+    words = shlex.split(submit.entrypoint("train", train, "python"))
+    assert from_dict(TrainConfig, json.loads(words[5])) == train
+
+
+def test_config_option_carries_every_setting_and_only_them(tmp_path):
+    """`--config` JSON (inline or a file) is what a job runs with; mixed with another
+    setting, or malformed, it is one clear error."""
+    settings = json.dumps({"data": str(tmp_path / "no-such-dataset"), "epochs": 2})
+    (tmp_path / "run.json").write_text(settings)
+    for given in (settings, str(tmp_path / "run.json")):
+        result = CliRunner().invoke(cli.app, ["train", "--config", given])
+        assert result.exit_code == 1 and "no-such-dataset" in result.output, result.output
+    cases = [
+        (
+            ["train", "--config", settings, "--epochs", "3"],
+            "--config holds every setting: drop --epochs",
+        ),
+        (["score", "--config", "[1]"], "--config: expected a JSON object"),
+        (["score", "--config", "{not json"], "--config: not JSON"),
+        (
+            ["score", "--config", '{"inputs": ["a"], "actors": 1, "colour": 2}'],
+            "unknown ScoreConfig settings: colour",
+        ),
+        (["score", "--config", str(tmp_path / "missing.json")], "missing.json: No such file"),
+        (["train"], "give --data"),
+        (["score"], "give the Parquet files"),
+    ]
+    for args, says in cases:
+        result = CliRunner().invoke(cli.app, args)
+        assert result.exit_code == 1, (args, result.output)
+        assert says in result.output and "Traceback" not in result.output, (args, result.output)
 
 
 def test_inside_a_ray_job_the_cli_runs_there_instead_of_submitting(monkeypatch):
