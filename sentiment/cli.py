@@ -673,13 +673,17 @@ def score(
         ),
     ] = 0,
     min_actors: Annotated[
-        int, typer.Option(min=1, help="The actor pool never shrinks below this.")
-    ] = 1,
+        int,
+        typer.Option(
+            min=0,
+            help="The pool never shrinks below this (0: as many as the alive nodes hold at the start: one per GPU, or per CPU core).",
+        ),
+    ] = 0,
     max_actors: Annotated[
         int,
         typer.Option(
             min=0,
-            help="The pool may grow to this many as an autoscaler adds nodes (0: one per GPU, or per CPU core, of the nodes alive at start).",
+            help="The pool may grow to this many as an autoscaler adds nodes (0: no more than at the start).",
         ),
     ] = 0,
     gpus_per_actor: Annotated[

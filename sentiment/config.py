@@ -243,9 +243,12 @@ class ScoreConfig:
     # the earlier defaults, 2,365 reviews/s; 4,096 x 128 3,103).
     batch_size: int = 4096
     model_batch_size: int = 0  # reviews per forward pass; 0 -> the Scorer's per-device default
-    actors: int = 0  # a fixed pool; 0 -> autoscaled from min_actors to max_actors
-    min_actors: int = 1  # the pool never shrinks below this
-    max_actors: int = 0  # 0 -> as many as the alive nodes hold now (one per GPU or core)
+    actors: int = 0  # a fixed pool of this many; 0 -> from min_actors to max_actors
+    # 0 -> as many as the alive nodes hold at the start (one per GPU, or per CPU core).
+    # A pool allowed below that lets Ray Data retire idle actors whose slots read tasks
+    # then take (seen on one-CPU nodes): the pool could not grow back.
+    min_actors: int = 0
+    max_actors: int = 0  # room to grow as an autoscaler adds nodes; 0 -> min_actors
     gpus_per_actor: float = -1.0  # -1 -> 1 if the cluster has GPUs, else 0
     cpus_per_actor: float = 0.0  # 0 -> what each node holds after read and write tasks
     # Seconds to wait for the first actors to start, and for a stalled run to move again,
@@ -264,8 +267,8 @@ class ScoreConfig:
             raise SentimentError(f"--on-bad-file must be fail or skip, got {self.on_bad_file!r}")
         if self.batch_size < 1 or self.model_batch_size < 0:
             raise SentimentError("--batch-size must be >= 1 and --model-batch-size >= 0")
-        if self.actors < 0 or self.min_actors < 1 or self.max_actors < 0:
-            raise SentimentError("--actors and --max-actors must be >= 0, --min-actors >= 1")
+        if min(self.actors, self.min_actors, self.max_actors) < 0:
+            raise SentimentError("--actors, --min-actors and --max-actors must be >= 0")
         if self.max_actors and self.max_actors < self.min_actors:
             raise SentimentError(
                 f"--max-actors {self.max_actors} is below --min-actors {self.min_actors}"

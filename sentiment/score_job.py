@@ -80,8 +80,8 @@ def plan_resources(cfg: ScoreConfig, nodes: list[dict[str, float]]) -> dict[str,
     actor's CPU share is what the smallest host leaves per actor after one read or write
     task (IO_CPUS), so that on every node, even a one-CPU worker, I/O tasks still fit
     beside the actors (a pool sized from cluster totals starved them on one-CPU nodes,
-    and a full pool deadlocks them). The pool may grow to `max_actors` when an
-    autoscaler adds nodes, and shrink to `min_actors` when nodes are lost.
+    and a full pool deadlocks them). By default the pool is as large as the alive
+    nodes hold; it may grow to `max_actors` as an autoscaler adds nodes.
     """
     gpu_total = sum(n.get("GPU", 0.0) for n in nodes)
     gpus = cfg.gpus_per_actor if cfg.gpus_per_actor >= 0 else (1.0 if gpu_total >= 1 else 0.0)
@@ -99,8 +99,8 @@ def plan_resources(cfg: ScoreConfig, nodes: list[dict[str, float]]) -> dict[str,
     if cfg.actors:
         least = most = initial = cfg.actors
     else:
-        most = max(capacity, cfg.max_actors, cfg.min_actors)
-        least = cfg.min_actors
+        least = cfg.min_actors or max(1, capacity)
+        most = max(least, cfg.max_actors)
         initial = max(least, min(capacity, most))
     threads = max(1, int(cpus))
     return {
@@ -454,6 +454,7 @@ def _manifest(run: _Run, counts: dict[str, int]) -> dict[str, Any]:
         "ignored": run.ignored,
         "files": files,
         "actors": run.actors,
+        "retries": run.retries,
         "resources": run.plan,
         "settings": to_dict(run.cfg),
         "versions": versions(),

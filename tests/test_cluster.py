@@ -49,23 +49,24 @@ def node(cpu: float, gpu: float = 0) -> dict[str, float]:
 # (nodes, settings) -> (initial actors, min, max, GPUs per actor, CPUs per actor)
 PLANS = [
     # one 2-CPU machine (local Ray): two single-threaded actors, I/O still fits beside them
-    ([node(2)], {}, (2, 1, 2, 0.0, 0.85)),
+    ([node(2)], {}, (2, 2, 2, 0.0, 0.85)),
     # a head with no CPUs and two one-CPU workers (the cluster): one actor each
-    ([node(0), node(1), node(1)], {}, (2, 1, 2, 0.0, 0.75)),
+    ([node(0), node(1), node(1)], {}, (2, 2, 2, 0.0, 0.75)),
     # heterogeneous CPU nodes: the smallest host sets the share, bigger ones hold more
-    ([node(0), node(1), node(4)], {}, (5, 1, 5, 0.0, 0.75)),
-    ([node(16)], {}, (16, 1, 16, 0.0, 0.95)),
+    ([node(0), node(1), node(4)], {}, (5, 5, 5, 0.0, 0.75)),
+    ([node(16)], {}, (16, 16, 16, 0.0, 0.95)),
     # GPU workers: one actor per GPU, wherever the CPUs are
-    ([node(0), node(8, 1), node(8, 2)], {}, (3, 1, 3, 1.0, 1.0)),
-    ([node(4), node(1, 1), node(1, 1)], {}, (2, 1, 2, 1.0, 0.75)),
+    ([node(0), node(8, 1), node(8, 2)], {}, (3, 3, 3, 1.0, 1.0)),
+    ([node(4), node(1, 1), node(1, 1)], {}, (2, 2, 2, 1.0, 0.75)),
     # a GPU request on a cluster without GPUs: one actor, waiting for a node that has one
     ([node(0), node(1)], {"gpus_per_actor": 1}, (1, 1, 1, 1.0, 0.0)),
     # room for an autoscaler: start with what fits now, grow to max_actors
-    ([node(0), node(2)], {"max_actors": 8}, (2, 1, 8, 0.0, 0.85)),
-    ([node(0), node(2)], {"min_actors": 2, "max_actors": 4}, (2, 2, 4, 0.0, 0.85)),
+    ([node(0), node(2)], {"max_actors": 8}, (2, 2, 8, 0.0, 0.85)),
+    ([node(0), node(2)], {"min_actors": 1, "max_actors": 8}, (2, 1, 8, 0.0, 0.85)),
+    ([node(0), node(2)], {"min_actors": 3}, (3, 3, 3, 0.0, 0.85)),
     # a fixed pool, and explicit CPUs per actor
     ([node(0), node(1), node(1)], {"actors": 5}, (5, 5, 5, 0.0, 0.75)),
-    ([node(4), node(4)], {"cpus_per_actor": 2}, (2, 1, 2, 0.0, 2.0)),
+    ([node(4), node(4)], {"cpus_per_actor": 2}, (2, 2, 2, 0.0, 2.0)),
     # nothing can host an actor now (a CPU-less head alone)
     ([node(0)], {}, (1, 1, 1, 0.0, 1.0)),
 ]
@@ -96,7 +97,7 @@ def test_describe_names_each_nodes_resources():
 @pytest.mark.parametrize(
     ("settings", "says"),
     [
-        ({"min_actors": 0}, "--min-actors"),
+        ({"min_actors": -1}, "--min-actors"),
         ({"max_actors": 2, "min_actors": 3}, "below --min-actors"),
         ({"resource_timeout_s": 0}, "--resource-timeout"),
     ],
