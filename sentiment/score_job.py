@@ -9,6 +9,7 @@ cluster at hand, and commits what the pipeline staged (sentiment.commit).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -180,8 +181,13 @@ def _run_pipeline(run: _Run, schema: pa.Schema, add_id: bool) -> None:
     for attempt in range(1, run.cfg.max_attempts + 1):
         left = [u for u in units if u.index not in done]
         if attempt > 1:
+            # After a node loss Ray may still count the dead node for a while: the pool
+            # starts with what it can get (one actor at least) rather than wait for it.
             run.nodes = alive_nodes()
-            run.plan = plan_resources(run.cfg, run.nodes)
+            retry = dataclasses.replace(
+                run.cfg, actors=0, min_actors=1, max_actors=max(run.cfg.actors, run.cfg.max_actors)
+            )
+            run.plan = plan_resources(retry, run.nodes)
         try:
             for receipt in _attempt(run, left, schema, add_id):
                 receipts[receipt["unit"]].append(
