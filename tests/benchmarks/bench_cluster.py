@@ -70,6 +70,14 @@ def score(cluster: LocalCluster, inputs: Path, output: Path, model: Path, kill_a
     return ended - started, manifest, (ended - killed_at) if killed_at else None
 
 
+def _retries(manifest: dict) -> str:
+    retries = manifest["retries"]
+    if not retries:
+        return "No attempt had to be run again (the lost actor had no block in flight)."
+    reasons = "; ".join(r["reason"] for r in retries)
+    return f"Attempts run again after the loss: {len(retries)} ({reasons})."
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=48_000)
@@ -115,8 +123,7 @@ start excluded; load average {load:.1f} when the script ended.
 
 Node lost: on 3 worker nodes, one was killed (SIGKILL to all its processes) 5 s after its
 actor started. The run committed every row once ({args.rows:,} ids, none twice) in
-{seconds:.1f} s, {after_kill:.1f} s after the kill; attempts that lost a node:
-{len(manifest["retries"])} ({"; ".join(r["reason"] for r in manifest["retries"]) or "none"}).
+{seconds:.1f} s, {after_kill:.1f} s after the kill. {_retries(manifest)}
 
 All nodes share this machine's {os.cpu_count()} cores, so more nodes cannot be faster than
 the cores allow: the ratios are a floor of the design (it spreads work over every node
