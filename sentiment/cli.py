@@ -278,9 +278,8 @@ def embeddings(
     ] = None,
 ) -> None:
     """Train word2vec on a dataset's train split, or load pretrained vectors; save them."""
-    from sentiment.config import EmbeddingConfig, TrainConfig
-    from sentiment.embeddings import build_embeddings, save_embeddings
-    from sentiment.trainer import word2vec_texts
+    from sentiment.config import EmbeddingConfig
+    from sentiment.embeddings import build_embeddings, dataset_texts, save_embeddings
 
     with user_errors():
         config = EmbeddingConfig(
@@ -299,9 +298,7 @@ def embeddings(
             phrases=phrases,
             corpus=tuple(corpus or ()),
         )
-        emb = build_embeddings(
-            config, word2vec_texts(TrainConfig(data=str(data), embeddings=config))
-        )
+        emb = build_embeddings(config, dataset_texts(data, config.corpus))
         out = save_embeddings(emb, output)
     meta = emb.meta
     typer.echo(f"vocabulary: {len(emb.vocab):,} words (incl. <pad>, <unk>), dim {emb.dim}")

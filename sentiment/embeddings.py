@@ -373,8 +373,18 @@ def read_corpus(paths: Sequence[str], held_out: Iterable[str] = ()) -> tuple[lis
     return texts, n_left_out
 
 
-def read_texts(dataset_dir: str | Path, split: str = "train") -> list[str]:
-    """The `text` of every row whose `split` is `split` in a prepared Parquet dataset."""
+def dataset_texts(dataset_dir: str | Path, corpus: Sequence[str] = ()) -> list[str]:
+    """What `embeddings` trains word2vec on: the train split's texts, then the `corpus`
+    texts that are not one of the dataset's other (test) reviews."""
+    texts = read_texts(dataset_dir)
+    if corpus:
+        texts += read_corpus(corpus, read_texts(dataset_dir, "train", other=True))[0]
+    return texts
+
+
+def read_texts(dataset_dir: str | Path, split: str = "train", other: bool = False) -> list[str]:
+    """The `text` of every row whose `split` is `split` (`other`: is not) in a prepared
+    Parquet dataset; `other` may find none."""
     import pyarrow.dataset as ds
 
     root = Path(dataset_dir)
@@ -387,10 +397,11 @@ def read_texts(dataset_dir: str | Path, split: str = "train") -> list[str]:
         )
         if not {"text", "split"} <= set(dataset.schema.names):
             raise SentimentError(f"{root}: the dataset needs columns 'text' and 'split'")
-        table = dataset.to_table(columns=["text"], filter=ds.field("split") == split)
+        where = ds.field("split") != split if other else ds.field("split") == split
+        table = dataset.to_table(columns=["text"], filter=where)
     except (OSError, ValueError) as exc:  # pyarrow.ArrowInvalid is a ValueError
         raise SentimentError(f"{root}: cannot read the dataset ({exc})") from None
     texts = [t for t in table.column("text").to_pylist() if t is not None]
-    if not texts:
+    if not texts and not other:
         raise SentimentError(f"{root}: no rows with split == {split!r}")
     return texts
