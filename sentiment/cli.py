@@ -418,6 +418,7 @@ def train(
         str, typer.Option(help="Run name; the same name resumes an interrupted run.")
     ] = "",
     dim: Annotated[int, typer.Option(min=1, help="word2vec size when training vectors.")] = 300,
+    window: Annotated[int, typer.Option(min=1, help="word2vec context window.")] = 5,
     negative: Annotated[int, typer.Option(min=1, help="word2vec negative samples.")] = 5,
     sample: Annotated[
         float, typer.Option(help="word2vec down-sampling threshold of frequent words.")
@@ -498,6 +499,7 @@ def train(
                 seed=seed,
                 limit=limit or None,
                 dim=dim,
+                window=window,
                 negative=negative,
                 sample=sample,
                 phrases=phrases,

@@ -238,3 +238,38 @@ def test_word2vec_never_sees_the_validation_reviews(tiny_dataset):
     assert len(texts) + len(val) == len(table["text"])
     splits = load_splits(cfg, Vocabulary.from_words([]))
     assert (len(splits["train"]), len(splits["val"])) == (len(texts), len(val))
+
+
+def test_an_ensemble_trains_with_phrases_and_is_calibrated_on_validation(
+    ray_local, tiny_dataset, tmp_path
+):
+    """`train --ensemble 2 --val-fraction --phrases`: two members (seeds 0 and 1) published,
+    then their ensemble, calibrated on the validation carve, joining the same word pairs."""
+    cfg = tiny_config(
+        tiny_dataset,
+        tmp_path,
+        ensemble=2,
+        val_fraction=0.3,
+        embeddings=EmbeddingConfig(dim=8, min_count=1, epochs=2, phrases=0.5),
+    )
+    result = run_training(cfg)
+    assert result.model_id.startswith("ensemble-")
+    assert resolve_model("latest", str(tmp_path / "store")) == Path(result.model_dir)
+    members = result.metrics["members"]
+    assert len(members) == 2 and all(m.startswith("gru-") for m in members)
+    seeds = [
+        json.loads((tmp_path / "store" / m / "config.json").read_text())["training"]["seed"]
+        for m in members
+    ]
+    assert seeds == [0, 1]
+    config = json.loads((Path(result.model_dir) / "config.json").read_text())
+    calibration = config["calibration"]
+    assert calibration["temperature"] > 0 and calibration["n"] == result.metrics["val"]["n"]
+    assert config["text"]["phrases"] > 0
+    assert (Path(result.model_dir) / "phrases.txt").read_text().count("\n") == config["text"][
+        "phrases"
+    ]
+    loaded = load_model_dir(result.model_dir)
+    assert loaded.model.temperature == calibration["temperature"]
+    [row] = evaluate_models([result.model_dir], str(tiny_dataset), ["test"])
+    assert row["test"]["accuracy"] == result.metrics["test"]["accuracy"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import re
 import shlex
 import sys
@@ -69,6 +70,7 @@ SWEEP: list[tuple[str, dict]] = [
     ("8 epochs", {"epochs": 8}),
     ("4 epochs", {"epochs": 4}),
     ("trainable embeddings, lr 1e-4", {"freeze": False, "embedding_lr": 1e-4}),
+    ("trainable embeddings, lr 3e-4", {"freeze": False, "embedding_lr": 3e-4}),
     ("hidden 50", {"hidden_size": 50}),
     ("word2vec window 10", {"window": 10}),
     ("word2vec window 3", {"window": 3}),
@@ -188,7 +190,7 @@ def main_folds(args) -> None:
 
     from sentiment.config import to_dict
 
-    store = common.CACHE / "sweep-folds.json"
+    store = common.CACHE / os.environ.get("SWEEP_STORE", "sweep-folds.json")
     done = json.loads(store.read_text()) if store.exists() else {}
     labels = ["defaults"] + [lab for lab, _ in SWEEP if args.only and re.search(args.only, lab)]
     changes = dict(SWEEP)
@@ -203,7 +205,7 @@ def main_folds(args) -> None:
                 base, embeddings=dataclasses.replace(base.embeddings, seed=fold)
             )
             cfg = configure(base, changes[label])
-            key = f"fold{fold} " + json.dumps(to_dict(cfg), sort_keys=True)
+            key = f"fold{fold} " + json.dumps(_stable(to_dict(cfg)), sort_keys=True)
             if key not in done:
                 print(f"{label}, fold {fold}", flush=True)
                 out = plain_train(cfg, amazon_embeddings(cfg), args.threads, evaluate=("val",))
@@ -216,7 +218,9 @@ def main_folds(args) -> None:
                     "rate": sum(h["train"]["n"] for h in history)
                     / sum(h["train"]["seconds"] for h in history),
                 }
-                store.write_text(json.dumps(done, indent=1))
+                # another sweep may have added runs meanwhile: keep them
+                on_disk = json.loads(store.read_text()) if store.exists() else {}
+                store.write_text(json.dumps({**on_disk, **done}, indent=1))
             results[label].append(done[key])
             if label == "defaults":
                 sizes.append((done[key]["n_train"], done[key]["n_val"]))
@@ -250,6 +254,26 @@ paired difference from the defaults, fold by fold.
 """
     write_section(f"Validation over {args.folds} folds (sweep_train.py --folds{only})", body)
     print(body)
+
+
+# Settings added after runs were cached, at the values those runs had: left out of the key.
+LATER = {
+    ("calibrate",): True,
+    ("ensemble",): 1,
+    ("embeddings", "phrases"): 0.0,
+    ("embeddings", "corpus"): (),
+    ("text", "phrases"): 0,
+}
+
+
+def _stable(settings: dict) -> dict:
+    for path, value in LATER.items():
+        parent = settings
+        for name in path[:-1]:
+            parent = parent[name]
+        if parent.get(path[-1]) == value:
+            del parent[path[-1]]
+    return settings
 
 
 def _in_tail(review_id: str, val_fraction: float) -> bool:
