@@ -75,22 +75,28 @@ class Phrases:
 
     def __init__(self, pairs: Iterable[tuple[str, str]]):
         self.pairs = sorted(set(pairs))
-        self._table = set(self.pairs)
+        # first word -> the words it joins: one dict look-up per token, no tuples built
+        self._next: dict[str, set[str]] = {}
+        for first, second in self.pairs:
+            self._next.setdefault(first, set()).add(second)
 
     def __len__(self) -> int:
         return len(self.pairs)
 
     def join(self, tokens: list[str]) -> list[str]:
-        if len(tokens) < 2:
-            return tokens
-        table, out, i, n = self._table, [], 0, len(tokens)
-        while i < n:
-            if i + 1 < n and (tokens[i], tokens[i + 1]) in table:
-                out.append(f"{tokens[i]}_{tokens[i + 1]}")
-                i += 2
+        get, out, joined = self._next.get, [], False
+        for i, word in enumerate(tokens[:-1]):
+            if joined:  # this word is already the second of a pair
+                joined = False
+                continue
+            after = get(word)
+            if after is not None and tokens[i + 1] in after:
+                out.append(f"{word}_{tokens[i + 1]}")
+                joined = True
             else:
-                out.append(tokens[i])
-                i += 1
+                out.append(word)
+        if tokens and not joined:
+            out.append(tokens[-1])
         return out
 
     def to_text(self) -> str:

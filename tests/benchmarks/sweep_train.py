@@ -79,6 +79,7 @@ SWEEP: list[tuple[str, dict]] = [
     ("word2vec min_count 1", {"min_count": 1}),
     ("word2vec min_count 3", {"min_count": 3}),
     ("word2vec dim 100", {"dim": 100}),
+    ("word2vec phrases 10", {"phrases": 10.0}),
     ("word2vec 20 epochs", {"w2v_epochs": 20}),
     ("`grub`", {"variant": "grub"}),
     ("`gruh`", {"variant": "gruh"}),
