@@ -250,7 +250,7 @@ def test_an_ensemble_trains_with_phrases_and_is_calibrated_on_validation(
         tmp_path,
         ensemble=2,
         val_fraction=0.3,
-        embeddings=EmbeddingConfig(dim=8, min_count=1, epochs=2, phrases=0.5),
+        embeddings=EmbeddingConfig(dim=8, min_count=1, epochs=2, phrases=0.01),
     )
     result = run_training(cfg)
     assert result.model_id.startswith("ensemble-")
