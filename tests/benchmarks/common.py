@@ -57,6 +57,8 @@ def amazon_embeddings(cfg: TrainConfig) -> Embeddings:
         if k != "source" and not (k in LATER_SETTINGS and LATER_SETTINGS[k] == v)
     )
     key += f"-val{cfg.val_fraction!r}{EMB_KEY_SUFFIX}" if cfg.val_fraction else ""
+    if Path(cfg.data).name != "amazon-g":  # another dataset than the prepared reviews
+        key += f"-data-{Path(cfg.data).name}"
     path = CACHE / f"emb-{key}"
     if (path / "vectors.npy").exists():
         return load_embeddings(path)
