@@ -44,7 +44,13 @@ def build_ensemble(
 def train_ensemble(cfg: TrainConfig):
     """Train `cfg.ensemble` models (seed, seed + 1, ...; word2vec's seed too), publish
     each, then publish their ensemble, calibrated on the validation carve if there is one."""
-    from sentiment.trainer import EVAL_BATCH, TrainResult, _calibration, load_splits, run_training
+    from sentiment.trainer import (
+        EVAL_BATCH,
+        TrainResult,
+        fit_calibration,
+        load_splits,
+        run_training,
+    )
     from sentiment.training import length_batches, predict
 
     started = time.time()
@@ -67,7 +73,9 @@ def train_ensemble(cfg: TrainConfig):
     ensemble = Ensemble([m.model for m in members])
     vocab = members[0].vocab
     cfg = dataclasses.replace(cfg, text=members[0].text)  # with the phrases training found
-    calibration = _calibration(ensemble, cfg, vocab) if cfg.calibrate and cfg.val_fraction else None
+    calibration = (
+        fit_calibration(ensemble, cfg, vocab) if cfg.calibrate and cfg.val_fraction else None
+    )
     splits = load_splits(cfg, vocab)
     metrics: dict[str, Any] = {
         "model": "ensemble",

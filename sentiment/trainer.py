@@ -219,7 +219,9 @@ def word2vec_texts(cfg: TrainConfig) -> list[str]:
     Vectors trained on the validation reviews too would make validation easier than the
     test split, whose reviews word2vec never sees, and bias choices made on validation.
     """
-    table = read_prepared(cfg.data, columns=["review_id", "text", "split", "group_id"])
+    # the held-out reviews are read only to keep them out of a --corpus
+    split = None if cfg.embeddings.corpus else "train"
+    table = read_prepared(cfg.data, columns=["review_id", "text", "split", "group_id"], split=split)
     rows = table.to_pydict()
     texts, held_out = [], []
     for text, split, key in zip(rows["text"], rows["split"], split_keys(table), strict=True):
@@ -310,7 +312,7 @@ def _publish(ckpt: Path, cfg: TrainConfig, emb_meta: dict, seconds: float) -> Tr
         "test": last.get("test"),
         "history": history,
     }
-    calibration = _calibration(model, cfg, vocab) if cfg.calibrate and cfg.val_fraction else None
+    calibration = fit_calibration(model, cfg, vocab) if cfg.calibrate and cfg.val_fraction else None
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "model"
         extra = {
@@ -329,7 +331,7 @@ def _publish(ckpt: Path, cfg: TrainConfig, emb_meta: dict, seconds: float) -> Tr
     return TrainResult(model_id=model_id, model_dir=target, metrics=metrics)
 
 
-def _calibration(model, cfg: TrainConfig, vocab: Vocabulary) -> dict[str, Any]:
+def fit_calibration(model, cfg: TrainConfig, vocab: Vocabulary) -> dict[str, Any]:
     """Temperature scaling fitted on the validation carve: the temperature, and the
     validation ECE and cross-entropy before and after it."""
     from sentiment.evaluation import expected_calibration_error, fit_temperature
