@@ -143,7 +143,9 @@ def test_killed_worker_resumes_from_the_last_checkpoint_and_same_name_resumes(
 
 def test_two_workers_train_data_parallel_into_one_model(ray_local, tiny_dataset, tmp_path):
     """DDP over two CPU workers (gloo): each trains on its half of the batches, one model."""
-    cfg = tiny_config(tiny_dataset, tmp_path, workers=2, cpus_per_worker=0.5, epochs=8)
+    cfg = tiny_config(
+        tiny_dataset, tmp_path, workers=2, cpus_per_worker=0.5, epochs=8, val_fraction=0.25
+    )
     result = run_training(cfg)
     history = result.metrics["history"]
     # each epoch's figures cover both shards: all whole batches of the train split
@@ -151,6 +153,13 @@ def test_two_workers_train_data_parallel_into_one_model(ray_local, tiny_dataset,
     assert all(n_train - 2 * 16 < h["train"]["n"] <= n_train for h in history)
     assert history[-1]["train"]["loss"] < history[0]["train"]["loss"]
     assert result.metrics["test"]["n"] > 0
+    # a validation carve: a temperature fitted on it, recorded and applied on loading
+    calibration = result.metrics["calibration"]
+    assert calibration["n"] == result.metrics["val"]["n"] > 0
+    assert calibration["val_cross_entropy_after"] <= calibration["val_cross_entropy_before"]
+    config = json.loads((Path(result.model_dir) / "config.json").read_text())
+    assert config["calibration"] == calibration
+    assert load_model_dir(result.model_dir).model.temperature == calibration["temperature"]
 
 
 def test_store_and_run_storage_accept_uris(ray_local, tiny_dataset, tmp_path):
