@@ -2,11 +2,16 @@
 
 A model directory is the only thing scoring needs:
 
-    config.json        model/text/embedding settings, training settings, versions, model_id
+    config.json        model/text/embedding settings, training settings, versions, model_id,
+                       the calibration temperature (if fitted)
     model.safetensors  every weight, the embedding matrix included (no pickle)
     vocab.txt          one word per line; line i is row i of the embedding matrix
+    phrases.txt        word pairs joined into one token before the look-up (if any)
     metrics.json       per-epoch history and final metrics
     loss_curve.png, confusion_test.png
+
+An ensemble directory is the same, with every member's weights in model.safetensors
+(`members.<i>.`) over one vocabulary, and `ensemble` in config.json instead of `model`.
 
 The store is a directory or a URI (pyarrow filesystems: local, s3://, gs://, ...)
 holding `<model_id>/` directories and a `LATEST` file naming the newest one.
@@ -31,10 +36,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from sentiment.config import ModelConfig, SentimentError, TextConfig, from_dict
-from sentiment.models import SentimentGRU, build_model
+from sentiment.models import Ensemble, SentimentGRU, build_model
 from sentiment.text import Vocabulary
 
 WEIGHTS, CONFIG, VOCAB, METRICS = "model.safetensors", "config.json", "vocab.txt", "metrics.json"
+PHRASES = "phrases.txt"
 LATEST = "LATEST"
 
 
@@ -43,7 +49,7 @@ class LoadedModel:
     """A model directory loaded into memory."""
 
     model_id: str
-    model: SentimentGRU
+    model: SentimentGRU | Ensemble
     vocab: Vocabulary
     text: TextConfig
     config: dict[str, Any]  # the whole config.json
@@ -70,15 +76,35 @@ def write_weights(directory: Path, model: torch.nn.Module, vocab: Vocabulary) ->
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(directory / WEIGHTS))
     (directory / VOCAB).write_text(vocab.to_text(), encoding="utf-8")
+    if vocab.phrases:
+        (directory / PHRASES).write_text(vocab.phrases.to_text(), encoding="utf-8")
+
+
+def read_vocab(directory: Path, text: TextConfig | None = None) -> Vocabulary:
+    """vocab.txt with the phrases.txt beside it; `text` says how many pairs there must be."""
+    from sentiment.embeddings import read_phrases
+
+    phrases = read_phrases(directory)
+    if text is not None and text.phrases != len(phrases or ()):
+        raise SentimentError(
+            f"{directory / PHRASES}: the model was trained with {text.phrases} word pairs, "
+            f"the file has {len(phrases or ())}"
+        )
+    return Vocabulary.from_text((directory / VOCAB).read_text(encoding="utf-8"), phrases)
 
 
 def compute_model_id(directory: Path, variant: str) -> str:
-    """A stable id: the variant and a digest of the weights, vocabulary and model settings."""
+    """A stable id: the variant and a digest of the weights, vocabulary, phrases, model
+    settings and calibration (the last two only where present, so older ids stay)."""
     digest = hashlib.sha256()
-    for name in (WEIGHTS, VOCAB):
-        digest.update((directory / name).read_bytes())
+    for name in (WEIGHTS, VOCAB, PHRASES):
+        if name != PHRASES or (directory / name).exists():
+            digest.update((directory / name).read_bytes())
     config = json.loads((directory / CONFIG).read_text())
-    digest.update(json.dumps([config["model"], config["text"]], sort_keys=True).encode())
+    shape = config["ensemble"] if "ensemble" in config else config["model"]
+    digest.update(json.dumps([shape, config["text"]], sort_keys=True).encode())
+    if "calibration" in config:
+        digest.update(json.dumps(config["calibration"]["temperature"]).encode())
     return f"{variant}-{digest.hexdigest()[:12]}"
 
 
@@ -103,6 +129,57 @@ def write_model_dir(
     return config["model_id"]
 
 
+def write_ensemble_dir(
+    directory: Path, members: list[LoadedModel], extra: dict[str, Any] | None = None
+) -> str:
+    """An ensemble model directory of loaded models (their probabilities averaged); its id.
+
+    The members must read text alike (same vocabulary, phrases and max_tokens): one
+    tokenization then serves them all. Models trained on one dataset with the same word2vec
+    settings qualify, whatever their variant, seeds or word2vec seed.
+    """
+    if len(members) < 2:
+        raise SentimentError("an ensemble needs at least two models")
+    first = members[0]
+    for m in members[1:]:
+        if m.vocab.words != first.vocab.words or _pairs(m.vocab) != _pairs(first.vocab):
+            raise SentimentError(
+                f"{m.model_id}: its vocabulary differs from {first.model_id}'s; ensemble "
+                "members need one vocabulary (same dataset and word2vec settings)"
+            )
+        if m.text != first.text:
+            raise SentimentError(f"{m.model_id}: its text settings differ from {first.model_id}'s")
+    for m in members:  # an ensemble of ensembles would average unevenly
+        if isinstance(m.model, Ensemble):
+            raise SentimentError(f"{m.model_id} is an ensemble already; list its members")
+        if m.model.temperature != 1.0:
+            raise SentimentError(
+                f"{m.model_id} is calibrated (temperature {m.model.temperature:g}); "
+                "ensembles average the members' own probabilities: use uncalibrated models"
+            )
+    ensemble = Ensemble([m.model for m in members])
+    write_weights(directory, ensemble, first.vocab)
+    config = {
+        "ensemble": {
+            "combine": "mean of the members' probabilities",
+            "members": [
+                {"model_id": m.model_id, "model": _asdict(m.model.config)} for m in members
+            ],
+        },
+        "text": _asdict(first.text),
+        **(extra or {}),
+        "versions": versions(),
+    }
+    _write_json(directory / CONFIG, config)
+    config["model_id"] = compute_model_id(directory, "ensemble")
+    _write_json(directory / CONFIG, config)
+    return config["model_id"]
+
+
+def _pairs(vocab: Vocabulary) -> list[tuple[str, str]]:
+    return vocab.phrases.pairs if vocab.phrases else []
+
+
 def load_model_dir(directory: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
     """Rebuild the model of a model directory from its files alone (safetensors, JSON, text)."""
     directory = Path(directory)
@@ -114,22 +191,34 @@ def load_model_dir(directory: str | Path, device: str | torch.device = "cpu") ->
             raise SentimentError(f"{directory / name}: larger than {limit:,} bytes; refusing it")
     try:
         config = json.loads((directory / CONFIG).read_text(encoding="utf-8"))
-        model_cfg = from_dict(ModelConfig, config["model"])
+        shapes = (
+            [m["model"] for m in config["ensemble"]["members"]]
+            if "ensemble" in config
+            else [config["model"]]
+        )
+        model_cfgs = [from_dict(ModelConfig, shape) for shape in shapes]
         text_cfg = from_dict(TextConfig, config["text"])
+        temperature = float(config.get("calibration", {}).get("temperature", 1.0))
     except SentimentError as exc:  # a size or setting out of bounds
         raise SentimentError(f"{directory / CONFIG}: {exc}") from None
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise SentimentError(f"{directory / CONFIG}: unreadable model config ({exc})") from None
-    check_weights(directory / WEIGHTS, model_cfg)  # before anything the size of the model
+    if not temperature > 0:
+        raise SentimentError(f"{directory / CONFIG}: calibration temperature must be > 0")
+    ensemble = "ensemble" in config
+    check_weights(directory / WEIGHTS, model_cfgs, ensemble)  # before allocating the model
     try:
-        vocab = Vocabulary.from_text((directory / VOCAB).read_text(encoding="utf-8"))
+        vocab = read_vocab(directory, text_cfg)
     except ValueError as exc:
         raise SentimentError(f"{directory / VOCAB}: unreadable vocabulary ({exc})") from None
-    if len(vocab) != model_cfg.vocab_size:
-        raise SentimentError(
-            f"{directory / VOCAB}: {len(vocab)} words but the model has {model_cfg.vocab_size} rows"
-        )
-    model = build_model(model_cfg)
+    for model_cfg in model_cfgs:
+        if len(vocab) != model_cfg.vocab_size:
+            raise SentimentError(
+                f"{directory / VOCAB}: {len(vocab)} words but the model has "
+                f"{model_cfg.vocab_size} rows"
+            )
+    model = _build(model_cfgs, ensemble)
+    model.temperature = temperature
     try:
         state = load_file(str(directory / WEIGHTS), device="cpu")
         model.load_state_dict(state, strict=True)
@@ -145,11 +234,17 @@ MAX_HEADER_BYTES = 1 << 24  # a safetensors header of a few hundred tensors is a
 SAFETENSORS_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2}
 
 
-def check_weights(path: Path, cfg: ModelConfig) -> None:
+def _build(cfgs: list[ModelConfig], ensemble: bool) -> torch.nn.Module:
+    members = [build_model(c) for c in cfgs]
+    return Ensemble(members) if ensemble else members[0]
+
+
+def check_weights(path: Path, cfgs: list[ModelConfig], ensemble: bool = False) -> None:
     """The tensors listed in a safetensors header (read alone, nothing allocated) are
-    exactly the ones `cfg` builds, with the same shapes and byte ranges inside the file."""
+    exactly the ones `cfgs` build, with the same shapes and byte ranges inside the file."""
     with torch.device("meta"):  # shapes without storage
-        expected = {k: tuple(v.shape) for k, v in build_model(cfg).state_dict().items()}
+        expected = {k: tuple(v.shape) for k, v in _build(cfgs, ensemble).state_dict().items()}
+    cfg = cfgs[0]
     size = path.stat().st_size
     try:
         with open(path, "rb") as f:

@@ -372,10 +372,28 @@ def embeddings(
     limit: Annotated[
         int | None, typer.Option(min=1, help="Pretrained: keep the first N vectors of the file.")
     ] = None,
+    negative: Annotated[int, typer.Option(min=1, help="Train: negative samples.")] = 5,
+    sample: Annotated[
+        float, typer.Option(help="Train: down-sampling threshold of frequent words.")
+    ] = 1e-3,
+    phrases: Annotated[
+        float,
+        typer.Option(
+            help="Train: join word pairs that gensim Phrases scores above this ('not_good'); "
+            "0: none. Scoring joins the same pairs (phrases.txt)."
+        ),
+    ] = 0.0,
+    corpus: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Train: more text for word2vec: Parquet files/directories with a 'text' "
+            "column (repeatable). Reviews equal to the dataset's test reviews are left out."
+        ),
+    ] = None,
 ) -> None:
     """Train word2vec on a dataset's train split, or load pretrained vectors; save them."""
     from sentiment.config import EmbeddingConfig
-    from sentiment.embeddings import build_embeddings, read_texts, save_embeddings
+    from sentiment.embeddings import build_embeddings, dataset_texts, save_embeddings
 
     with user_errors():
         config = EmbeddingConfig(
@@ -389,14 +407,20 @@ def embeddings(
             seed=seed,
             workers=workers,
             limit=limit,
+            negative=negative,
+            sample=sample,
+            phrases=phrases,
+            corpus=tuple(corpus or ()),
         )
-        emb = build_embeddings(config, read_texts(data, "train"))
+        emb = build_embeddings(config, dataset_texts(data, config.corpus))
         out = save_embeddings(emb, output)
     meta = emb.meta
     typer.echo(f"vocabulary: {len(emb.vocab):,} words (incl. <pad>, <unk>), dim {emb.dim}")
     typer.echo(f"coverage of training tokens: {meta['coverage']:.2%} of {meta['n_train_tokens']:,}")
     if "epochs_chosen" in meta:
         typer.echo(f"word2vec epochs: {meta['epochs']} ({meta['epochs_chosen']})")
+    if meta.get("n_phrases"):
+        typer.echo(f"phrases: {meta['n_phrases']:,} word pairs joined")
     typer.echo(f"deterministic: {'yes' if meta['deterministic'] else 'no'}")
     typer.echo(f"seconds: {meta['seconds']:.1f}")
     typer.echo(f"output: {out}")
@@ -525,6 +549,52 @@ def train(
         str, typer.Option(help="Run name; the same name resumes an interrupted run.")
     ] = "",
     dim: Annotated[int, typer.Option(min=1, help="word2vec size when training vectors.")] = 300,
+    window: Annotated[int, typer.Option(min=1, help="word2vec context window.")] = 5,
+    negative: Annotated[int, typer.Option(min=1, help="word2vec negative samples.")] = 5,
+    sample: Annotated[
+        float, typer.Option(help="word2vec down-sampling threshold of frequent words.")
+    ] = 1e-3,
+    phrases: Annotated[
+        float,
+        typer.Option(
+            help="Join word pairs that gensim Phrases scores above this ('not_good') before "
+            "word2vec, training and scoring; 0: none."
+        ),
+    ] = 0.0,
+    corpus: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="More text for word2vec: Parquet files/directories with a 'text' column "
+            "(repeatable). Reviews equal to held-out ones (test, validation) are left out."
+        ),
+    ] = None,
+    word_bias: Annotated[
+        bool,
+        typer.Option(help="Add a learned per-word score, averaged over the review, to the logit."),
+    ] = False,
+    word_dropout: Annotated[
+        float, typer.Option(help="Training: share of words blanked out at random.")
+    ] = 0.0,
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.0,
+    label_smoothing: Annotated[float, typer.Option(help="Label smoothing of the loss.")] = 0.0,
+    embedding_lr: Annotated[
+        float, typer.Option(help="With --trainable-embeddings: their learning rate (0: --lr).")
+    ] = 0.0,
+    calibrate: Annotated[
+        bool,
+        typer.Option(
+            help="With --val-fraction: fit a temperature on the validation reviews so that "
+            "p_positive is calibrated (stored in config.json, applied when scoring)."
+        ),
+    ] = True,
+    ensemble: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Train this many models (seeds --seed, --seed+1, ...) and publish their "
+            "ensemble (probabilities averaged) as the model.",
+        ),
+    ] = 1,
     config: ConfigOption = "",
     address: AddressOption = "",
     wait: WaitOption = True,
@@ -552,6 +622,8 @@ def train(
                     readout=readout.value,
                     freeze_embeddings=not trainable_embeddings,
                     reset_after=reset_after,
+                    word_dropout=word_dropout,
+                    word_bias=word_bias,
                 ),
                 text=TextConfig(max_tokens=max_tokens),
                 embeddings=EmbeddingConfig(
@@ -564,11 +636,21 @@ def train(
                     seed=seed,
                     limit=limit or None,
                     dim=dim,
+                    window=window,
+                    negative=negative,
+                    sample=sample,
+                    phrases=phrases,
+                    corpus=tuple(corpus or ()),
                 ),
                 epochs=epochs,
                 lr=lr,
                 batch_size=batch_size,
                 val_fraction=val_fraction,
+                calibrate=calibrate,
+                ensemble=ensemble,
+                weight_decay=weight_decay,
+                label_smoothing=label_smoothing,
+                embedding_lr=embedding_lr,
                 seed=seed,
                 workers=workers,
                 min_workers=min_workers,
@@ -623,12 +705,47 @@ def evaluate(
     with user_errors():
         rows = evaluate_models(model, data, split, store=store, output=output)
     typer.echo(results_table(rows))
+    typer.echo("\ncalibration: expected calibration error over 10 bins of p_positive")
+    for row in rows:
+        for name in split:
+            temperature = row.get("temperature", 1.0)
+            note = f" (temperature {temperature:g})" if temperature != 1.0 else ""
+            typer.echo(f"{row['model']:<24} {name:<8} ECE {100 * row[name]['ece']:5.2f} %{note}")
     for row in rows:
         for name in split:
             if row.get(name, {}).get("per_category"):
                 typer.echo(
                     f"\n{row['model']} {name} accuracy per category:\n" + category_table(row[name])
                 )
+
+
+# --- ensemble --------------------------------------------------------------------------
+
+
+@app.command()
+def ensemble(
+    models: Annotated[
+        list[str],
+        typer.Argument(
+            help="Model directories, model ids in the store, or 'latest' (two or more)."
+        ),
+    ],
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", help="Write the ensemble here instead of publishing it to the store."
+        ),
+    ] = None,
+    store: Annotated[
+        str, typer.Option(envvar="SENTIMENT_STORE", help="Model store (for ids, 'latest', output).")
+    ] = "",
+) -> None:
+    """Join trained models into one ensemble model directory (probabilities averaged)."""
+    from sentiment.ensemble import build_ensemble
+
+    with user_errors():
+        model_id, directory = build_ensemble(models, store=store, output=output)
+    typer.echo(f"model {model_id} -> {directory}")
 
 
 # --- score -----------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 VARIANTS = ("gru", "grub", "gruh", "pmgru")
-READOUTS = ("last", "max", "mean")
+READOUTS = ("last", "max", "mean", "max-mean")
 
 
 class SentimentError(Exception):
@@ -59,6 +59,7 @@ class TextConfig:
 
     tokenizer: str = "words-v1"  # the only one so far; recorded so a change is detectable
     max_tokens: int = 400  # known tokens kept per review (the head); longer ones are truncated
+    phrases: int = 0  # word pairs joined into one token (phrases.txt); set from the embeddings
 
     def __post_init__(self) -> None:
         # The bound keeps a padded batch of 128 reviews under 100 MB of token ids.
@@ -66,6 +67,8 @@ class TextConfig:
             raise SentimentError(
                 f"max_tokens must be an integer in 1..100000, got {self.max_tokens!r}"
             )
+        if not _integer(self.phrases) or self.phrases < 0:
+            raise SentimentError(f"phrases must be an integer >= 0, got {self.phrases!r}")
 
 
 # word2vec's quality on a small corpus grows with passes over it (validation accuracy
@@ -89,6 +92,14 @@ class EmbeddingConfig:
     dim: int = 300  # word2vec size when training (the Google News vectors are 300-d)
     min_count: int = 2
     window: int = 5
+    negative: int = 5  # negative samples per positive pair (gensim's default)
+    sample: float = 1e-3  # down-sampling threshold of frequent words (gensim's default)
+    # > 0: before word2vec, gensim `Phrases` joins word pairs scoring above this threshold
+    # (its default score; gensim's default threshold is 10) into one token, "not_good".
+    phrases: float = 0.0
+    # Parquet files/directories with a `text` column: more text for word2vec (never the
+    # training dataset's held-out reviews: texts equal to one are left out).
+    corpus: tuple[str, ...] = ()
     # None: enough epochs for about WORD2VEC_UPDATES token updates, 5 to 40 (`word2vec_epochs`).
     epochs: int | None = None
     # Skip-gram: on 6,400 reviews it beat CBOW (the Google News recipe) by 3.3 points of
@@ -99,13 +110,17 @@ class EmbeddingConfig:
     limit: int | None = None  # keep at most this many pretrained vectors (file order)
 
     def __post_init__(self) -> None:
-        for name in ("dim", "min_count", "window", "workers"):
+        for name in ("dim", "min_count", "window", "negative", "workers"):
             if getattr(self, name) < 1:
                 raise SentimentError(f"word2vec {name} must be >= 1, got {getattr(self, name)}")
         if self.epochs is not None and self.epochs < 1:
             raise SentimentError(f"word2vec epochs must be >= 1, got {self.epochs}")
         if self.limit is not None and self.limit < 1:
             raise SentimentError(f"limit must be >= 1, got {self.limit}")
+        if self.phrases < 0:
+            raise SentimentError(f"phrases threshold must be >= 0, got {self.phrases}")
+        if not 0.0 <= self.sample < 1.0:
+            raise SentimentError(f"word2vec sample must be in [0, 1), got {self.sample}")
 
 
 # Bounds on a model's sizes, far above any model this project trains (the largest
@@ -131,7 +146,12 @@ class ModelConfig:
     layers: int = 1
     bidirectional: bool = False  # forced on for `grub`; available for gruh/pmgru too
     dropout: float = 0.0  # on the embedded words, between layers, before the head
-    readout: str = "max"  # last | max | mean: how the sequence of states becomes one vector
+    # last | max | mean | max-mean (both pools side by side): how the states become one vector
+    readout: str = "max"
+    word_dropout: float = 0.0  # training only: this share of a review's words become blanks
+    # A learned score per word, averaged over the review and added to the logit: a linear
+    # bag of words beside the GRU (what TF-IDF + logistic regression does, jointly trained).
+    word_bias: bool = False
     freeze_embeddings: bool = True
     reset_after: bool = False  # gruh only: reset gate after U_h h (nn.GRU's form)
 
@@ -150,11 +170,13 @@ class ModelConfig:
             value = getattr(self, name)
             if not _integer(value) or not low <= value <= high:
                 raise SentimentError(f"{name} must be an integer in {low}..{high}, got {value!r}")
-        for name in ("bidirectional", "freeze_embeddings", "reset_after"):
+        for name in ("bidirectional", "freeze_embeddings", "reset_after", "word_bias"):
             if type(getattr(self, name)) is not bool:
                 raise SentimentError(f"{name} must be true or false, got {getattr(self, name)!r}")
-        if type(self.dropout) not in (int, float) or not 0.0 <= self.dropout < 1.0:
-            raise SentimentError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        for name in ("dropout", "word_dropout"):
+            value = getattr(self, name)
+            if type(value) not in (int, float) or not 0.0 <= value < 1.0:
+                raise SentimentError(f"{name} must be in [0, 1), got {value!r}")
         if self.parameters() > MAX_PARAMETERS:
             raise SentimentError(
                 f"{self.parameters():,} parameters (vocab_size x embed_dim and the GRU layers) "
@@ -165,7 +187,9 @@ class ModelConfig:
         """How many numbers the model holds (the embedding matrix included)."""
         directions = 2 if self.bidirectional else 1
         gates = 2 if self.variant == "pmgru" else 3
-        total = self.vocab_size * self.embed_dim + (directions * self.hidden_size + 1) * 2
+        pools = 2 if self.readout == "max-mean" else 1
+        total = self.vocab_size * (self.embed_dim + int(self.word_bias))
+        total += (pools * directions * self.hidden_size + 1) * 2
         for layer in range(self.layers):
             size_in = self.embed_dim if layer == 0 else directions * self.hidden_size
             total += directions * gates * self.hidden_size * (size_in + self.hidden_size + 2)
@@ -185,7 +209,12 @@ class TrainConfig:
     batch_size: int = 64
     lr_schedule: str = "cosine"  # cosine (decay to 0 over the run) | constant
     grad_clip: float = 5.0  # max gradient norm; GRUs on long reviews occasionally spike
+    weight_decay: float = 0.0  # AdamW's decoupled decay (0: the same steps as Adam)
+    label_smoothing: float = 0.0  # share of the target spread evenly over both classes
+    embedding_lr: float = 0.0  # trainable embeddings: their learning rate (0: `lr`)
     val_fraction: float = 0.0  # carved from train by a hash of group_id, else review_id
+    calibrate: bool = True  # with a validation carve: fit a temperature on it (config.json)
+    ensemble: int = 1  # > 1: train this many models (seeds seed, seed+1, ...) and average them
     seed: int = 0
     # Ray resources
     workers: int = 1
@@ -213,6 +242,10 @@ class TrainConfig:
             raise SentimentError(
                 f"lr schedule must be cosine or constant, got {self.lr_schedule!r}"
             )
+        if self.weight_decay < 0 or self.embedding_lr < 0:
+            raise SentimentError("weight decay and embedding lr must be >= 0")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise SentimentError(f"label smoothing must be in [0, 1), got {self.label_smoothing}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise SentimentError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.workers < 1:
@@ -226,6 +259,8 @@ class TrainConfig:
             raise SentimentError(
                 f"--resource-timeout must be > 0 seconds, got {self.resource_timeout_s:g}"
             )
+        if self.ensemble < 1:
+            raise SentimentError(f"ensemble must be >= 1 models, got {self.ensemble}")
 
 
 @dataclass(frozen=True)

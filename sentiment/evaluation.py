@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 CLASSES = ("negative", "positive")
+ECE_BINS = 10  # equal-width bins of p_positive
 
 
 def summarize(
@@ -42,6 +43,9 @@ def summarize(
         "cross_entropy": float(nll[scored].mean()) if scored.any() else float("nan"),
         "confusion": confusion.tolist(),
         "unscored": int((~scored).sum()),
+        "ece": expected_calibration_error(labels[scored], np.exp(log_probs[scored, 1]))
+        if scored.any()
+        else float("nan"),
     }
     if categories is not None:
         cats = np.asarray(categories, dtype=object)
@@ -51,6 +55,52 @@ def summarize(
             for m in [cats == c]
         }
     return out
+
+
+def reliability(
+    labels: np.ndarray, p_positive: np.ndarray, bins: int = ECE_BINS
+) -> list[dict[str, float]]:
+    """Per equal-width bin of p_positive: its reviews, mean p_positive and share positive."""
+    labels, p = np.asarray(labels, dtype=np.float64), np.asarray(p_positive, dtype=np.float64)
+    which = np.minimum((p * bins).astype(np.int64), bins - 1)  # p == 1.0 falls in the last bin
+    out = []
+    for b in range(bins):
+        m = which == b
+        n = int(m.sum())
+        out.append(
+            {
+                "low": b / bins,
+                "high": (b + 1) / bins,
+                "n": n,
+                "p_positive": float(p[m].mean()) if n else float("nan"),
+                "positive": float(labels[m].mean()) if n else float("nan"),
+            }
+        )
+    return out
+
+
+def expected_calibration_error(
+    labels: np.ndarray, p_positive: np.ndarray, bins: int = ECE_BINS
+) -> float:
+    """ECE: the reviews' share-weighted gap between mean p_positive and the share of
+    positive reviews, over equal-width bins of p_positive (0 when p_positive is exact)."""
+    rows = reliability(labels, p_positive, bins)
+    total = sum(r["n"] for r in rows)
+    if not total:
+        return float("nan")
+    return float(sum(r["n"] * abs(r["p_positive"] - r["positive"]) for r in rows if r["n"]) / total)
+
+
+def fit_temperature(labels: np.ndarray, log_probs: np.ndarray) -> float:
+    """The temperature T minimising the cross-entropy of log_softmax(log_probs / T): a
+    grid over log T in [1/20, 20] (steps of 0.2 %), since the loss is smooth in T."""
+    labels = np.asarray(labels, dtype=np.int64)
+    margin = np.asarray(log_probs[:, 1] - log_probs[:, 0], dtype=np.float64)  # logit of p
+    sign = np.where(labels == 1, 1.0, -1.0)
+    temperatures = np.exp(np.linspace(np.log(1 / 20), np.log(20), 3000))
+    # NLL of the true class with logit margin / T: log(1 + exp(-sign * margin / T))
+    losses = [np.logaddexp(0.0, -sign * margin / t).mean() for t in temperatures]
+    return float(temperatures[int(np.argmin(losses))])
 
 
 def results_table(rows: Sequence[dict[str, Any]]) -> str:
@@ -117,6 +167,34 @@ def plot_confusion(confusion: Sequence[Sequence[int]], path: str | Path, title: 
     ax.set_ylabel("true")
     ax.set_title(title)
     fig.colorbar(image, ax=ax)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_reliability(rows: Sequence[dict[str, float]], path: str | Path, title: str) -> None:
+    """Reliability diagram: share of positive reviews against mean p_positive, per bin."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.5, 4.2))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", label="calibrated")
+    full = [r for r in rows if r["n"]]
+    ax.bar(
+        [(r["low"] + r["high"]) / 2 for r in full],
+        [r["positive"] for r in full],
+        width=[r["high"] - r["low"] for r in full],
+        alpha=0.35,
+        edgecolor="black",
+        label="share positive",
+    )
+    ax.plot([r["p_positive"] for r in full], [r["positive"] for r in full], marker="o")
+    for r in full:
+        ax.annotate(str(r["n"]), ((r["low"] + r["high"]) / 2, 0.02), ha="center", fontsize=7)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("p_positive")
+    ax.set_ylabel("share of positive reviews")
+    ax.set_title(title)
+    ax.legend(loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -20,6 +20,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from sentiment.config import ModelConfig
+from sentiment.text import PAD, UNK
 
 
 class HandGRU(nn.Module):
@@ -227,10 +228,17 @@ class SentimentGRU(nn.Module):
         self.embedding.weight.requires_grad_(not cfg.freeze_embeddings)
         self.encoder = RecurrentEncoder(cfg)
         directions = 2 if cfg.bidirectional else 1
+        pools = 2 if cfg.readout == "max-mean" else 1
         self.dropout = nn.Dropout(cfg.dropout)
-        self.head = nn.Linear(directions * cfg.hidden_size, 2)
+        self.head = nn.Linear(pools * directions * cfg.hidden_size, 2)
+        if cfg.word_bias:  # starts at zero: the GRU alone, until training moves it
+            self.word_bias = nn.Embedding(cfg.vocab_size, 1, padding_idx=0)
+            nn.init.zeros_(self.word_bias.weight)
+        else:
+            self.word_bias = None
         self._gate_tables: list[torch.Tensor] | None = None
         self.steps = False
+        self.temperature = 1.0  # set from a model directory's calibration (`calibrate`)
 
     def precompute_input_gates(self) -> None:
         """For inference: the first layer's input gates of every vocabulary word, once.
@@ -278,6 +286,11 @@ class SentimentGRU(nn.Module):
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """ids (B, T) right-padded, lengths (B,) ≥ 1 → log-probabilities (B, 2)."""
         lengths = lengths.clamp(min=1)
+        if self.training and self.config.word_dropout > 0:
+            # Dropped words become <unk>, a zero vector: the review keeps its length and
+            # its padding stays after the last real token.
+            drop = torch.rand(ids.shape, device=ids.device) < self.config.word_dropout
+            ids = ids.masked_fill(drop & (ids != PAD), UNK)
         if self._gate_tables is not None and not self.training:
             outs = self.encoder(None, lengths, self._first_gates(ids, lengths, self._gate_tables))
         elif self.word_gates and self.training:
@@ -291,7 +304,50 @@ class SentimentGRU(nn.Module):
         else:
             outs = self.encoder(self.dropout(self.embedding(ids)), lengths)  # D x (B, T, H)
         features = torch.cat([_read_out(o, lengths, self.config.readout) for o in outs], -1)
-        return F.log_softmax(self.head(F.relu(self.dropout(features))), dim=-1)  # (B, 2)
+        logits = self.head(F.relu(self.dropout(features)))  # (B, 2)
+        if self.word_bias is not None:
+            valid = torch.arange(ids.shape[1], device=ids.device) < lengths.unsqueeze(1)
+            score = (self.word_bias(ids).squeeze(-1) * valid).sum(1) / lengths  # (B,)
+            logits = logits + torch.stack([-score, score], -1) / 2
+        return calibrate(logits, self.temperature)
+
+
+class Ensemble(nn.Module):
+    """Classifiers over one vocabulary: P(positive) is the mean of the members'.
+
+    Every member reads the same token ids (one tokenization and look-up per review), so
+    scoring costs one forward pass per member and nothing else.
+    """
+
+    def __init__(self, members: list[SentimentGRU]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.temperature = 1.0
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        log_probs = torch.stack([m(ids, lengths) for m in self.members])  # (M, B, 2)
+        mean = torch.logsumexp(log_probs, 0) - math.log(len(self.members))  # log of the mean
+        return calibrate(mean, self.temperature)
+
+    def precompute_input_gates(self) -> None:
+        for m in self.members:
+            m.precompute_input_gates()
+
+    def set_packed(self, packed: bool) -> None:
+        for m in self.members:
+            m.set_packed(packed)
+
+    def set_steps(self, steps: bool) -> None:
+        for m in self.members:
+            m.set_steps(steps)
+
+
+def calibrate(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Log-probabilities (B, 2) of logits (or log-probabilities) divided by a temperature:
+    T > 1 softens over-confident probabilities and never changes the predicted class."""
+    if temperature != 1.0:
+        logits = logits / temperature
+    return F.log_softmax(logits, dim=-1)
 
 
 def build_model(cfg: ModelConfig, embeddings: np.ndarray | None = None) -> SentimentGRU:
@@ -322,6 +378,8 @@ def _read_out(out: torch.Tensor, lengths: torch.Tensor, readout: str) -> torch.T
     run over the reversed review, that is the state after its first word (SPEC.md).
     """
     B, T, _ = out.shape
+    if readout == "max-mean":
+        return torch.cat([_read_out(out, lengths, r) for r in ("max", "mean")], -1)
     if readout == "last":
         return out[torch.arange(B, device=out.device), lengths.to(out.device) - 1]
     valid = torch.arange(T, device=out.device).unsqueeze(0) < lengths.to(out.device).unsqueeze(1)

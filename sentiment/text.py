@@ -48,8 +48,8 @@ _APOSTROPHES = str.maketrans(
 )
 
 
-def tokenize(text: str) -> list[str]:
-    """Split a review into lowercase word tokens.
+def tokenize(text: str, phrases: Phrases | None = None) -> list[str]:
+    """Split a review into lowercase word tokens, then join `phrases` ("not_good").
 
     Steps: unescape HTML entities (`&amp;`, `&#39;`), Unicode NFKC normalisation
     (full-width letters, ligatures), curly apostrophes to `'`, lowercase, then
@@ -60,7 +60,58 @@ def tokenize(text: str) -> list[str]:
     ascii_text = text.isascii()
     if not ascii_text and not unicodedata.is_normalized("NFKC", text):
         text = unicodedata.normalize("NFKC", text)
-    return (_ASCII_WORD if ascii_text else _WORD).findall(text.translate(_APOSTROPHES).lower())
+    tokens = (_ASCII_WORD if ascii_text else _WORD).findall(text.translate(_APOSTROPHES).lower())
+    return tokens if phrases is None else phrases.join(tokens)
+
+
+class Phrases:
+    """Word pairs that become one token, "not" "good" -> "not_good" (learned by gensim's
+    `Phrases` when word2vec trains; applied here without gensim, at training and scoring).
+
+    Left to right, a pair joins when it is in the table and its first word was not already
+    joined to the word before: what gensim's frozen phrases do without connector words.
+    Tokens never hold "_" (the tokenizer splits on it), so a joined token is never a word.
+    """
+
+    def __init__(self, pairs: Iterable[tuple[str, str]]):
+        self.pairs = sorted(set(pairs))
+        # first word -> the words it joins: one dict look-up per token, no tuples built
+        self._next: dict[str, set[str]] = {}
+        for first, second in self.pairs:
+            self._next.setdefault(first, set()).add(second)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def join(self, tokens: list[str]) -> list[str]:
+        get, out, joined = self._next.get, [], False
+        for i, word in enumerate(tokens[:-1]):
+            if joined:  # this word is already the second of a pair
+                joined = False
+                continue
+            after = get(word)
+            if after is not None and tokens[i + 1] in after:
+                out.append(f"{word}_{tokens[i + 1]}")
+                joined = True
+            else:
+                out.append(word)
+        if tokens and not joined:
+            out.append(tokens[-1])
+        return out
+
+    def to_text(self) -> str:
+        return "".join(f"{a} {b}\n" for a, b in self.pairs)
+
+    @classmethod
+    def from_text(cls, text: str) -> Phrases:
+        """Read `to_text`: one pair a line, two words separated by a space."""
+        pairs = []
+        for number, line in enumerate(text.splitlines(), 1):
+            words = line.split(" ")
+            if len(words) != 2 or not all(words):
+                raise ValueError(f"line {number}: expected two words, got {line!r}")
+            pairs.append((words[0], words[1]))
+        return cls(pairs)
 
 
 @dataclass(frozen=True)
@@ -77,26 +128,28 @@ class Encoded:
 
 
 class Vocabulary:
-    """Word ↔ index, with 0 = padding and 1 = unknown, as the embedding matrix rows."""
+    """Word ↔ index, with 0 = padding and 1 = unknown, as the embedding matrix rows; with
+    the phrases its words were made with, so that every encoding joins the same pairs."""
 
-    def __init__(self, words: Sequence[str]):
+    def __init__(self, words: Sequence[str], phrases: Phrases | None = None):
         if tuple(words[:2]) != SPECIALS:
             raise ValueError(f"a vocabulary starts with {SPECIALS}, got {tuple(words[:2])}")
         self.words = list(words)
         self.index = {w: i for i, w in enumerate(self.words)}
         if len(self.index) != len(self.words):
             raise ValueError("vocabulary has duplicate words")
+        self.phrases = phrases or None  # an empty table joins nothing
 
     @classmethod
-    def from_words(cls, words: Iterable[str]) -> Vocabulary:
-        return cls([*SPECIALS, *(w for w in words if w not in SPECIALS)])
+    def from_words(cls, words: Iterable[str], phrases: Phrases | None = None) -> Vocabulary:
+        return cls([*SPECIALS, *(w for w in words if w not in SPECIALS)], phrases)
 
     def __len__(self) -> int:
         return len(self.words)
 
     def encode(self, text: str, max_tokens: int) -> Encoded:
         """Tokenize and look up; unknown words are dropped, as in the original design."""
-        tokens = tokenize(text)
+        tokens = tokenize(text, self.phrases)
         get = self.index.get
         ids = [i for i in map(get, tokens) if i is not None]
         return Encoded(ids=ids[:max_tokens], n_tokens=len(tokens), n_known=len(ids))
@@ -105,8 +158,8 @@ class Vocabulary:
         return "\n".join(self.words) + "\n"
 
     @classmethod
-    def from_text(cls, text: str) -> Vocabulary:
-        return cls(text.rstrip("\n").split("\n"))
+    def from_text(cls, text: str, phrases: Phrases | None = None) -> Vocabulary:
+        return cls(text.rstrip("\n").split("\n"), phrases)
 
 
 def pad_batch(sequences: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:

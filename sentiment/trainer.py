@@ -36,13 +36,14 @@ from sentiment.config import (
 from sentiment.datasets import read_prepared, split_keys
 from sentiment.evaluation import plot_confusion, plot_loss_curves, summarize
 from sentiment.models import build_model
-from sentiment.text import Vocabulary
+from sentiment.text import Phrases, Vocabulary
 from sentiment.training import (
     EncodedSplit,
     encode_split,
     in_validation,
     length_batches,
     lr_schedule,
+    make_optimizer,
     predict,
     train_epoch,
 )
@@ -90,7 +91,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     import ray.train.torch
 
     cfg = from_dict(TrainConfig, loop_config["train"])
-    vocab = Vocabulary(loop_config["vocab"])
+    phrases = Phrases(map(tuple, loop_config["phrases"])) if loop_config["phrases"] else None
+    vocab = Vocabulary(loop_config["vocab"], phrases)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     # Ray starts workers with OMP_NUM_THREADS = their CPUs; say it on purpose.
@@ -106,9 +108,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     # (first-layer gates once per distinct word: tests/benchmarks/RESULTS.md).
     model.set_packed(device.type == "cuda")
     model.set_steps(device.type == "cpu")
-    optimizer = torch.optim.Adam(
-        [p for p in model.parameters() if p.requires_grad], lr=cfg.lr, betas=(0.9, 0.999)
-    )
+    optimizer = make_optimizer(model, cfg)
     start_epoch, history, resumed = _restore(ray.train.get_checkpoint(), model, optimizer, device)
     ddp_model = ray.train.torch.prepare_model(model, move_to_device=False)
 
@@ -124,7 +124,14 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         )
         lr_at = lr_schedule(cfg.lr_schedule, cfg.lr, epoch, cfg.epochs, len(batches))
         stats = train_epoch(
-            ddp_model, splits["train"], batches, optimizer, device, cfg.grad_clip, lr_at
+            ddp_model,
+            splits["train"],
+            batches,
+            optimizer,
+            device,
+            cfg.grad_clip,
+            lr_at,
+            cfg.label_smoothing,
         )
         record: dict[str, Any] = {
             "epoch": epoch + 1,
@@ -154,6 +161,10 @@ def run_training(cfg: TrainConfig, address: str = "") -> TrainResult:
     Checks the dataset first, then joins the cluster at `address` (or the job's) or
     starts a local Ray (sentiment.cluster).
     """
+    if cfg.ensemble > 1:
+        from sentiment.ensemble import train_ensemble
+
+        return train_ensemble(cfg)
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -166,7 +177,11 @@ def run_training(cfg: TrainConfig, address: str = "") -> TrainResult:
     model_cfg = dataclasses.replace(
         cfg.model, vocab_size=len(embeddings.vocab), embed_dim=int(embeddings.matrix.shape[1])
     )
-    cfg = dataclasses.replace(cfg, model=model_cfg, name=cfg.name or _default_name(cfg))
+    phrases = embeddings.vocab.phrases
+    text_cfg = dataclasses.replace(cfg.text, phrases=len(phrases or ()))
+    cfg = dataclasses.replace(
+        cfg, model=model_cfg, text=text_cfg, name=cfg.name or _default_name(cfg)
+    )
     log.info("embeddings: %s", json.dumps(embeddings.meta))
 
     resources = {"CPU": cfg.cpus_per_worker}
@@ -181,6 +196,7 @@ def run_training(cfg: TrainConfig, address: str = "") -> TrainResult:
         train_loop_config={
             "train": to_dict(cfg),
             "vocab": embeddings.vocab.words,
+            "phrases": phrases.pairs if phrases else [],
             "matrix": embeddings.matrix,
             "embeddings": embeddings.meta,
         },
@@ -228,19 +244,29 @@ def _check_resources(cfg: TrainConfig, per_worker: dict[str, float]) -> None:
 
 
 def word2vec_texts(cfg: TrainConfig) -> list[str]:
-    """The texts word2vec trains on: the train split without the validation carve.
+    """The texts word2vec trains on: the train split without the validation carve, plus
+    any `--corpus` text that is not one of the dataset's held-out reviews.
 
     Vectors trained on the validation reviews too would make validation easier than the
     test split, whose reviews word2vec never sees, and bias choices made on validation.
     """
-    table = read_prepared(
-        cfg.data, columns=["review_id", "text", "split", "group_id"], split="train"
-    )
-    if table.num_rows == 0:
+    # the held-out reviews are read only to keep them out of a --corpus
+    split = None if cfg.embeddings.corpus else "train"
+    table = read_prepared(cfg.data, columns=["review_id", "text", "split", "group_id"], split=split)
+    rows = table.to_pydict()
+    texts, held_out = [], []
+    for text, split, key in zip(rows["text"], rows["split"], split_keys(table), strict=True):
+        if split == "train" and not in_validation(key, cfg.val_fraction):
+            texts.append(text)
+        elif text is not None:
+            held_out.append(text)
+    if not texts:
         raise SentimentError(f"{cfg.data}: the dataset has no train split to train on")
-    texts = table["text"].to_pylist()
-    keep = [not in_validation(key, cfg.val_fraction) for key in split_keys(table)]
-    return [text for text, kept in zip(texts, keep, strict=True) if kept]
+    if cfg.embeddings.corpus:
+        from sentiment.embeddings import read_corpus
+
+        texts += read_corpus(cfg.embeddings.corpus, held_out)[0]
+    return texts
 
 
 # --- helpers ------------------------------------------------------------------------------
@@ -263,6 +289,7 @@ def _embeddings(cfg: TrainConfig, texts: list[str]):
         (
             json.dumps(to_dict(cfg.embeddings), sort_keys=True)
             + dataset_fingerprint(cfg.data)
+            + _corpus_fingerprint(cfg.embeddings.corpus)
             + (f"val{cfg.val_fraction!r}/group" if cfg.val_fraction else "")
         ).encode()
     ).hexdigest()[:16]
@@ -280,9 +307,22 @@ def _embeddings(cfg: TrainConfig, texts: list[str]):
     return embeddings
 
 
+def _corpus_fingerprint(paths: tuple[str, ...]) -> str:
+    """Names, sizes and modification times of the --corpus files: a changed file, a new
+    file in a directory, retrains word2vec."""
+    if not paths:
+        return ""
+    from sentiment.inputs import resolve
+
+    parts = []
+    for fs, path, uri, size in resolve(list(paths)):
+        parts.append(f"{uri}\0{size}\0{fs.get_file_info(path).mtime_ns}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
 def _publish(ckpt: Path, cfg: TrainConfig, emb_meta: dict, seconds: float) -> TrainResult:
     state = json.loads((ckpt / STATE).read_text())
-    vocab = Vocabulary.from_text((ckpt / artifacts.VOCAB).read_text(encoding="utf-8"))
+    vocab = artifacts.read_vocab(ckpt, cfg.text)
     model = build_model(cfg.model)
     from safetensors.torch import load_file
 
@@ -303,20 +343,43 @@ def _publish(ckpt: Path, cfg: TrainConfig, emb_meta: dict, seconds: float) -> Tr
         "test": last.get("test"),
         "history": history,
     }
+    calibration = fit_calibration(model, cfg, vocab) if cfg.calibrate and cfg.val_fraction else None
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "model"
         extra = {
             "embeddings": emb_meta,
             "training": {k: v for k, v in to_dict(cfg).items() if k not in ("model", "text")},
+            **({"calibration": calibration} if calibration else {}),
         }
         model_id = artifacts.write_model_dir(out, model, vocab, cfg.text, extra)
         metrics["model_id"] = model_id
+        metrics["calibration"] = calibration
         artifacts._write_json(out / artifacts.METRICS, metrics)
         plot_loss_curves(history, out / "loss_curve.png")
         if metrics["test"]:
             plot_confusion(metrics["test"]["confusion"], out / "confusion_test.png", "test")
         target = artifacts.publish(out, store_location(cfg.store), model_id)
     return TrainResult(model_id=model_id, model_dir=target, metrics=metrics)
+
+
+def fit_calibration(model, cfg: TrainConfig, vocab: Vocabulary) -> dict[str, Any]:
+    """Temperature scaling fitted on the validation carve: the temperature, and the
+    validation ECE and cross-entropy before and after it."""
+    from sentiment.evaluation import expected_calibration_error, fit_temperature
+    from sentiment.models import calibrate
+
+    val = load_splits(cfg, vocab)["val"]
+    device = torch.device("cpu")
+    log_probs = predict(model, val, length_batches(val.lengths, EVAL_BATCH, shuffle=False), device)
+    labels, scored = val.labels[val.scored], log_probs[val.scored]
+    temperature = round(fit_temperature(labels, scored), 4)  # as config.json will hold it
+    after = calibrate(torch.from_numpy(scored), temperature).numpy()
+    out = {"temperature": temperature, "fitted_on": "val", "n": len(labels)}
+    for name, lp in (("before", scored), ("after", after)):
+        out[f"val_ece_{name}"] = expected_calibration_error(labels, np.exp(lp[:, 1]))
+        out[f"val_cross_entropy_{name}"] = float(-lp[np.arange(len(labels)), labels].mean())
+    log.info("calibration on %d validation reviews: %s", len(labels), json.dumps(out))
+    return out
 
 
 def _save_checkpoint(directory, model, vocab, optimizer, history, resumed, loop_config) -> None:

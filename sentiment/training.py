@@ -156,6 +156,23 @@ def to_tensors(
     )
 
 
+def make_optimizer(model: torch.nn.Module, cfg: Any) -> torch.optim.Optimizer:
+    """AdamW over the trainable parameters (a `TrainConfig`'s lr and decay); trainable
+    embeddings get `embedding_lr` if set. Each group's `lr_scale` is what `train_epoch`
+    multiplies the scheduled rate by."""
+    embedding = [p for n, p in model.named_parameters() if n.endswith("embedding.weight")]
+    rest = [
+        p
+        for n, p in model.named_parameters()
+        if p.requires_grad and not n.endswith("embedding.weight")
+    ]
+    groups = [{"params": rest, "lr_scale": 1.0}]
+    if embedding and embedding[0].requires_grad:
+        scale = cfg.embedding_lr / cfg.lr if cfg.embedding_lr else 1.0
+        groups.append({"params": embedding, "lr": cfg.lr * scale, "lr_scale": scale})
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
+
+
 def train_epoch(
     model: torch.nn.Module,
     split: EncodedSplit,
@@ -164,10 +181,12 @@ def train_epoch(
     device: torch.device,
     grad_clip: float = 0.0,
     lr_at: Callable[[int], float] | None = None,
+    label_smoothing: float = 0.0,
 ) -> dict[str, float]:
     """One pass over `batches`; mean NLL loss and accuracy of the running predictions.
 
-    `lr_at(step)` sets the learning rate before each step (a schedule); None keeps it.
+    `lr_at(step)` sets the learning rate before each step (a schedule, times each param
+    group's `lr_scale`); None keeps it. The loss is reported without label smoothing.
     """
     model.train()
     loss_sum, correct, n = 0.0, 0, 0
@@ -175,12 +194,15 @@ def train_epoch(
     for step, batch in enumerate(batches):
         if lr_at is not None:
             for group in optimizer.param_groups:
-                group["lr"] = lr_at(step)
+                group["lr"] = lr_at(step) * group.get("lr_scale", 1.0)
         ids, lengths, labels = to_tensors(split, batch, device)
         log_probs = model(ids, lengths)  # (B, 2)
         loss = F.nll_loss(log_probs, labels)
+        objective = loss
+        if label_smoothing > 0:
+            objective = (1 - label_smoothing) * loss - label_smoothing * log_probs.mean()
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        objective.backward()
         if grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
@@ -235,12 +257,13 @@ def evaluate_models(
     """Metrics of each model on each split of a prepared dataset, computed here and now.
 
     Rows as `evaluation.results_table` reads them; `seconds` is the model's recorded
-    training time. With `output`, metrics JSON and confusion PNGs are written there.
+    training time; each split's `ece` and `reliability` say how well p_positive is
+    calibrated. With `output`, metrics JSON, confusion and reliability PNGs go there.
     """
     from sentiment.artifacts import METRICS, load_model_dir, resolve_model
     from sentiment.config import SentimentError, store_location
     from sentiment.datasets import read_prepared
-    from sentiment.evaluation import plot_confusion
+    from sentiment.evaluation import plot_confusion, plot_reliability, reliability
 
     table = read_prepared(data, columns=["text", "label", "category", "split"])
     by_split = {}
@@ -258,16 +281,29 @@ def evaluate_models(
         seconds = (
             json.loads(recorded.read_text()).get("train_seconds") if recorded.exists() else None
         )
-        row: dict[str, Any] = {"model": loaded.model_id, "seconds": seconds}
+        row: dict[str, Any] = {
+            "model": loaded.model_id,
+            "seconds": seconds,
+            "temperature": loaded.model.temperature,
+        }
         for name, cols in by_split.items():
             split = encode_split(
                 cols["text"], cols["label"], cols["category"], loaded.vocab, loaded.text.max_tokens
             )
-            row[name] = evaluate_split(loaded.model, split, device)
+            batches = length_batches(split.lengths, 256, shuffle=False)
+            log_probs = predict(loaded.model, split, batches, device)
+            row[name] = summarize(split.labels, log_probs, split.categories, split.scored)
+            p_positive = np.exp(log_probs[split.scored, 1])
+            row[name]["reliability"] = reliability(split.labels[split.scored], p_positive)
             if output is not None:
                 output.mkdir(parents=True, exist_ok=True)
+                title = f"{loaded.model_id} {name}"
                 png = output / f"{loaded.model_id}-confusion-{name}.png"
-                plot_confusion(row[name]["confusion"], png, f"{loaded.model_id} {name}")
+                plot_confusion(row[name]["confusion"], png, title)
+                png = output / f"{loaded.model_id}-reliability-{name}.png"
+                plot_reliability(
+                    row[name]["reliability"], png, f"{title} (ECE {row[name]['ece']:.1%})"
+                )
         if output is not None:
             (output / f"{loaded.model_id}-metrics.json").write_text(
                 json.dumps(row, indent=2) + "\n"

@@ -119,5 +119,5 @@ def test_model_dir_is_self_contained(tiny_model):
     """config.json holds what rebuilds the model: variant, sizes, tokenizer, and its id."""
     config = json.loads((Path(tiny_model) / "config.json").read_text())
     assert config["model"]["variant"] == "gru" and config["model"]["hidden_size"] == 8
-    assert config["text"] == {"tokenizer": "words-v1", "max_tokens": 400}
+    assert config["text"] == {"tokenizer": "words-v1", "max_tokens": 400, "phrases": 0}
     assert config["model_id"].startswith("gru-") and "torch" in config["versions"]

@@ -29,6 +29,7 @@ from sentiment.cli import app
 from sentiment.config import SentimentError
 from sentiment.datasets import prepare
 from sentiment.download import DATASETS, cached_archive
+from sentiment.embeddings import read_corpus
 
 from .conftest import free_port
 
@@ -203,6 +204,9 @@ def test_download_prepares_the_canonical_split_once(
     assert not set(unlabeled["text"].to_pylist()) & set(table["text"].to_pylist())
     line = f"wrote 20 unlabeled reviews (text for word2vec) to {tmp_path / 'ds.unlabeled'}"
     assert f"{line}; left out 4 empty or also labelled" in first.stdout
+    # ... which `train --corpus` reads as word2vec text (the quick start passes it)
+    texts, left_out = read_corpus([str(tmp_path / "ds.unlabeled")])
+    assert sorted(texts) == sorted(unlabeled["text"].to_pylist()) and left_out == 0
 
     again = run("--download", "amazon-multi-domain", "-o", str(tmp_path / "ds2"))
     assert again.exit_code == 0, again.output

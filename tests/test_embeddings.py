@@ -375,3 +375,78 @@ def test_cli_embeddings_needs_train_rows(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["embeddings", "--data", str(tmp_path), "--output", "o"])
     assert result.exit_code == 1
     assert "no rows with split == 'train'" in result.output
+
+
+# --- --corpus: more text for word2vec, never the dataset's held-out reviews -----------------
+
+
+def _test_and_train_texts(dataset: Path) -> tuple[list[str], list[str]]:
+    return read_texts(dataset, "test"), read_texts(dataset, "train")
+
+
+def test_corpus_adds_text_but_never_a_held_out_review(tiny_dataset: Path, tmp_path: Path) -> None:
+    """Corpus rows equal (as tokens) to a test or validation review are left out; so is
+    the whole held-out part when the training dataset itself is given as the corpus."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from sentiment.config import TrainConfig
+    from sentiment.trainer import word2vec_texts
+
+    test, train = _test_and_train_texts(tiny_dataset)
+    new = ["an unlabelled review of a kettle", "another one, about a book"]
+    rows = [*new, test[0], test[1].upper() + " !", None, "  ", train[0]]
+    (tmp_path / "corpus").mkdir()
+    pq.write_table(pa.table({"text": rows}), tmp_path / "corpus" / "part-0.parquet")
+    cfg = TrainConfig(
+        data=str(tiny_dataset), embeddings=EmbeddingConfig(corpus=(str(tmp_path / "corpus"),))
+    )
+    texts = word2vec_texts(cfg)
+    assert texts[: len(train)] == train
+    assert texts[len(train) :] == [*new, train[0]]
+
+    # the dataset itself as the corpus, with a validation carve: only its training part again
+    carved = TrainConfig(
+        data=str(tiny_dataset),
+        val_fraction=0.3,
+        embeddings=EmbeddingConfig(corpus=(str(tiny_dataset),)),
+    )
+    texts = word2vec_texts(carved)
+    kept = len(word2vec_texts(TrainConfig(data=str(tiny_dataset), val_fraction=0.3)))
+    assert kept < len(train)
+    held_out = {" ".join(tokenize(t)) for t in test + train} - {
+        " ".join(tokenize(t)) for t in texts[:kept]
+    }
+    assert held_out and not held_out & {" ".join(tokenize(t)) for t in texts}
+
+
+def test_corpus_errors_name_the_file(tiny_dataset: Path, tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from sentiment.embeddings import read_corpus
+
+    pq.write_table(pa.table({"body": ["x"]}), tmp_path / "a.parquet")
+    with pytest.raises(SentimentError, match=r"a.parquet: no text column 'text'"):
+        read_corpus([str(tmp_path / "a.parquet")])
+    with pytest.raises(SentimentError, match=r"missing: no such file"):
+        read_corpus([str(tmp_path / "missing")])
+
+
+def test_cli_embeddings_with_a_corpus_leaves_test_reviews_out(
+    tiny_dataset: Path, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from sentiment.cli import app
+
+    args = ["embeddings", "--data", str(tiny_dataset), "--output", str(tmp_path / "e")]
+    args += ["--dim", "8", "--epochs", "1", "--min-count", "1", "--corpus", str(tiny_dataset)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    _, train = _test_and_train_texts(tiny_dataset)
+    # every train review twice (the split and the corpus), no test review
+    n_tokens = 2 * sum(len(tokenize(t)) for t in train)
+    assert f"of {n_tokens:,}\n" in result.output
+    meta = json.loads((tmp_path / "e" / "embeddings.json").read_text())
+    assert meta["n_train_tokens"] == n_tokens

@@ -296,3 +296,100 @@ def test_training_with_per_word_gates_gives_the_same_loss_and_gradients(variant,
     assert native.keys() == stepped.keys()
     for name in native:
         torch.testing.assert_close(stepped[name], native[name], rtol=0, atol=1e-10, msg=name)
+
+
+# --- issue 11's options: max-mean read-out, per-word bias, word dropout, the optimizer ------
+
+
+@pytest.mark.parametrize(
+    ("variant", "kw"),
+    [
+        ("gru", {"readout": "max-mean"}),
+        ("grub", {"readout": "max-mean", "word_bias": True}),
+        ("gruh", {"word_bias": True}),
+    ],
+)
+def test_new_options_keep_padding_and_gate_tables_exact(variant, kw):
+    """Alone = in a padded batch, and the inference gate tables change nothing."""
+    torch.manual_seed(0)
+    model = small_model(variant, vocab=40, **kw).double().eval()
+    if model.word_bias is not None:
+        torch.nn.init.normal_(model.word_bias.weight)  # zero at the start: make it count
+    ids, lengths = _batch([5, 1, 9, 3], 40)
+    with torch.no_grad():
+        batched = model(ids, lengths)
+        alone = torch.cat(
+            [model(ids[i : i + 1, :n], lengths[i : i + 1]) for i, n in enumerate(lengths)]
+        )
+        model.precompute_input_gates()
+        fast = model(torch.nn.functional.pad(ids, (0, 4)), lengths)
+    torch.testing.assert_close(batched, alone, rtol=0, atol=1e-12)
+    torch.testing.assert_close(fast, alone, rtol=0, atol=1e-12)
+    assert model.head.in_features == 5 * (2 if kw.get("readout") == "max-mean" else 1) * (
+        2 if variant == "grub" else 1
+    )
+
+
+def test_word_bias_adds_the_mean_word_score_to_the_logit():
+    model = small_model("gru", vocab=40, layers=1, word_bias=True).double().eval()
+    ids, lengths = _batch([5, 3], 40)
+    with torch.no_grad():
+        before = model(ids, lengths)
+        model.word_bias.weight.fill_(0.8)
+        model.word_bias.weight[0] = 0.0  # padding
+        after = model(ids, lengths)
+    margin = lambda lp: lp[:, 1] - lp[:, 0]  # noqa: E731
+    torch.testing.assert_close(margin(after) - margin(before), torch.full((2,), 0.8).double())
+
+
+def test_word_dropout_acts_in_training_only():
+    model = small_model("gru", vocab=40, layers=1, word_dropout=0.5).eval()
+    ids, lengths = _batch([30, 30], 40)
+    with torch.no_grad():
+        assert torch.equal(model(ids, lengths), model(ids, lengths))
+        model.train()
+        torch.manual_seed(1)
+        dropped = model(ids, lengths)
+        torch.manual_seed(2)
+        assert not torch.allclose(dropped, model(ids, lengths))
+
+
+def test_adamw_without_decay_steps_as_adam_and_embeddings_get_their_own_rate():
+    from sentiment.config import TrainConfig
+    from sentiment.training import make_optimizer
+
+    ids, lengths = _batch([5, 1, 9], 40)
+    labels = torch.tensor([0, 1, 1])
+    models = [small_model("gru", vocab=40, layers=1) for _ in range(2)]
+    optimizers = [
+        torch.optim.Adam([p for p in models[0].parameters() if p.requires_grad], lr=4e-3),
+        make_optimizer(models[1], TrainConfig()),
+    ]
+    for _ in range(3):
+        for model, optimizer in zip(models, optimizers, strict=True):
+            optimizer.zero_grad()
+            torch.nn.functional.nll_loss(model(ids, lengths), labels).backward()
+            optimizer.step()
+    for a, b in zip(models[0].parameters(), models[1].parameters(), strict=True):
+        assert torch.equal(a, b)
+    trainable = small_model("gru", vocab=40, layers=1, freeze_embeddings=False)
+    groups = make_optimizer(trainable, TrainConfig(lr=4e-3, embedding_lr=1e-4)).param_groups
+    assert [g["lr_scale"] for g in groups] == [1.0, pytest.approx(0.025)]
+    assert groups[1]["params"] == [trainable.embedding.weight]
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"variant": "gru"},
+        {"variant": "grub", "layers": 2, "readout": "max-mean"},
+        {"variant": "gruh", "word_bias": True},
+        {"variant": "pmgru", "bidirectional": True, "layers": 3, "readout": "last"},
+    ],
+)
+def test_parameter_count_matches_the_built_model(settings):
+    """The limit checked before allocating (config.MAX_PARAMETERS) counts what is built."""
+    cfg = ModelConfig(vocab_size=50, embed_dim=7, hidden_size=5, **settings)
+    with torch.device("meta"):
+        model = build_model(cfg)
+    assert cfg.parameters() == sum(p.numel() for p in model.parameters())

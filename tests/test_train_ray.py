@@ -143,7 +143,9 @@ def test_killed_worker_resumes_from_the_last_checkpoint_and_same_name_resumes(
 
 def test_two_workers_train_data_parallel_into_one_model(ray_local, tiny_dataset, tmp_path):
     """DDP over two CPU workers (gloo): each trains on its half of the batches, one model."""
-    cfg = tiny_config(tiny_dataset, tmp_path, workers=2, cpus_per_worker=0.5, epochs=8)
+    cfg = tiny_config(
+        tiny_dataset, tmp_path, workers=2, cpus_per_worker=0.5, epochs=8, val_fraction=0.25
+    )
     result = run_training(cfg)
     history = result.metrics["history"]
     # each epoch's figures cover both shards: all whole batches of the train split
@@ -151,6 +153,13 @@ def test_two_workers_train_data_parallel_into_one_model(ray_local, tiny_dataset,
     assert all(n_train - 2 * 16 < h["train"]["n"] <= n_train for h in history)
     assert history[-1]["train"]["loss"] < history[0]["train"]["loss"]
     assert result.metrics["test"]["n"] > 0
+    # a validation carve: a temperature fitted on it, recorded and applied on loading
+    calibration = result.metrics["calibration"]
+    assert calibration["n"] == result.metrics["val"]["n"] > 0
+    assert calibration["val_cross_entropy_after"] <= calibration["val_cross_entropy_before"]
+    config = json.loads((Path(result.model_dir) / "config.json").read_text())
+    assert config["calibration"] == calibration
+    assert load_model_dir(result.model_dir).model.temperature == calibration["temperature"]
 
 
 def test_store_and_run_storage_accept_uris(ray_local, tiny_dataset, tmp_path):
@@ -238,3 +247,38 @@ def test_word2vec_never_sees_the_validation_reviews(tiny_dataset):
     assert len(texts) + len(val) == len(table["text"])
     splits = load_splits(cfg, Vocabulary.from_words([]))
     assert (len(splits["train"]), len(splits["val"])) == (len(texts), len(val))
+
+
+def test_an_ensemble_trains_with_phrases_and_is_calibrated_on_validation(
+    ray_local, tiny_dataset, tmp_path
+):
+    """`train --ensemble 2 --val-fraction --phrases`: two members (seeds 0 and 1) published,
+    then their ensemble, calibrated on the validation carve, joining the same word pairs."""
+    cfg = tiny_config(
+        tiny_dataset,
+        tmp_path,
+        ensemble=2,
+        val_fraction=0.3,
+        embeddings=EmbeddingConfig(dim=8, min_count=1, epochs=2, phrases=0.01),
+    )
+    result = run_training(cfg)
+    assert result.model_id.startswith("ensemble-")
+    assert resolve_model("latest", str(tmp_path / "store")) == Path(result.model_dir)
+    members = result.metrics["members"]
+    assert len(members) == 2 and all(m.startswith("gru-") for m in members)
+    seeds = [
+        json.loads((tmp_path / "store" / m / "config.json").read_text())["training"]["seed"]
+        for m in members
+    ]
+    assert seeds == [0, 1]
+    config = json.loads((Path(result.model_dir) / "config.json").read_text())
+    calibration = config["calibration"]
+    assert calibration["temperature"] > 0 and calibration["n"] == result.metrics["val"]["n"]
+    assert config["text"]["phrases"] > 0
+    assert (Path(result.model_dir) / "phrases.txt").read_text().count("\n") == config["text"][
+        "phrases"
+    ]
+    loaded = load_model_dir(result.model_dir)
+    assert loaded.model.temperature == calibration["temperature"]
+    [row] = evaluate_models([result.model_dir], str(tiny_dataset), ["test"])
+    assert row["test"]["accuracy"] == result.metrics["test"]["accuracy"]
