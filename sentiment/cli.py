@@ -603,7 +603,7 @@ def train(
     """Train a GRU classifier with Ray Train and publish it to the model store."""
     from sentiment.config import EmbeddingConfig, ModelConfig, TextConfig, TrainConfig
     from sentiment.evaluation import category_table, results_table
-    from sentiment.trainer import run_training
+    from sentiment.train_job import run_training
 
     with user_errors():
         if config:

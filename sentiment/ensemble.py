@@ -44,7 +44,7 @@ def build_ensemble(
 def train_ensemble(cfg: TrainConfig):
     """Train `cfg.ensemble` models (seed, seed + 1, ...; word2vec's seed too), publish
     each, then publish their ensemble, calibrated on the validation carve if there is one."""
-    from sentiment.trainer import (
+    from sentiment.train_job import (
         EVAL_BATCH,
         TrainResult,
         fit_calibration,

@@ -355,6 +355,22 @@ def build_model(cfg: ModelConfig, embeddings: np.ndarray | None = None) -> Senti
     return SentimentGRU(cfg, embeddings)
 
 
+def set_up_for(model: nn.Module, device: torch.device, inference: bool) -> None:
+    """The one place a model (or ensemble) is configured for the device it runs on.
+
+    GPU: nn.GRU layers (`gru`, `grub`) take packed sequences, cuDNN's fused kernels;
+    `gruh` and `pmgru` step their equations in Python. CPU, the fast path of every
+    variant: the first layer steps its equations in Python (`gru_steps`, nn.GRU's own
+    for `gru`/`grub`) from input gates computed once per distinct word of a batch
+    (training) or looked up in a per-vocabulary table (inference); exact either way
+    (tests/test_models.py), and faster than nn.GRU on padded, length-bucketed batches.
+    """
+    model.set_packed(device.type == "cuda")
+    model.set_steps(device.type == "cpu")
+    if inference and device.type == "cpu":
+        model.precompute_input_gates()
+
+
 def _make_cell(cfg: ModelConfig, size_in: int) -> nn.Module:
     if cfg.variant in ("gru", "grub"):
         return TorchGRU(size_in, cfg.hidden_size)

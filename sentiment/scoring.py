@@ -18,6 +18,7 @@ import pyarrow as pa
 import torch
 
 from sentiment.artifacts import load_model_dir
+from sentiment.models import set_up_for
 from sentiment.text import pad_batch
 
 log = logging.getLogger(__name__)
@@ -83,14 +84,7 @@ class Scorer:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         loaded = load_model_dir(model_dir, self.device)
         self.model, self.vocab, self.model_id = loaded.model, loaded.vocab, loaded.model_id
-        if self.device.type == "cuda":
-            # cuDNN runs packed sequences in fused kernels; a Python step loop would be
-            # launch-bound there.
-            self.model.set_packed(True)
-        else:
-            # On CPU the first layer's input projection is most of the arithmetic; a
-            # per-word table of it removes that (tests/test_models.py: same outputs).
-            self.model.precompute_input_gates()
+        set_up_for(self.model, self.device, inference=True)
         self.max_tokens = max_tokens or loaded.text.max_tokens
         self.text_column = text_column
         self.batch_size = batch_size or (

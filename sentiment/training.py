@@ -2,7 +2,7 @@
 
 Reviews of similar length are batched together so padding stays small, and the
 model reads each review at its own last real token, so padding never changes a
-result. The Ray Train loop in `sentiment.trainer` calls these same functions.
+result. The Ray Train loop in `sentiment.train_job` calls these same functions.
 """
 
 from __future__ import annotations
@@ -264,6 +264,7 @@ def evaluate_models(
     from sentiment.config import SentimentError, store_location
     from sentiment.datasets import read_prepared
     from sentiment.evaluation import plot_confusion, plot_reliability, reliability
+    from sentiment.models import set_up_for
 
     table = read_prepared(data, columns=["text", "label", "category", "split"])
     by_split = {}
@@ -277,6 +278,7 @@ def evaluate_models(
     for ref in models:
         directory = resolve_model(ref, store_location(store))
         loaded = load_model_dir(directory, device)
+        set_up_for(loaded.model, device, inference=True)
         recorded = directory / METRICS
         seconds = (
             json.loads(recorded.read_text()).get("train_seconds") if recorded.exists() else None

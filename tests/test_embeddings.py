@@ -391,7 +391,7 @@ def test_corpus_adds_text_but_never_a_held_out_review(tiny_dataset: Path, tmp_pa
     import pyarrow.parquet as pq
 
     from sentiment.config import TrainConfig
-    from sentiment.trainer import word2vec_texts
+    from sentiment.train_job import word2vec_texts
 
     test, train = _test_and_train_texts(tiny_dataset)
     new = ["an unlabelled review of a kettle", "another one, about a book"]

@@ -9,7 +9,7 @@ import pytest
 from sentiment.config import EmbeddingConfig, ModelConfig, ScoreConfig, TextConfig, TrainConfig
 from sentiment.datasets import prepare, read_prepared
 from sentiment.score_job import run_scoring
-from sentiment.trainer import run_training
+from sentiment.train_job import run_training
 
 pytestmark = [pytest.mark.ray, pytest.mark.real_data]
 

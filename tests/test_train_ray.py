@@ -21,7 +21,7 @@ from sentiment.config import (
     TextConfig,
     TrainConfig,
 )
-from sentiment.trainer import run_training
+from sentiment.train_job import run_training
 from sentiment.training import evaluate_models
 
 pytestmark = pytest.mark.ray
@@ -209,7 +209,7 @@ def test_the_validation_carve_keeps_each_product_on_one_side(tmp_path):
     from sentiment.datasets import prepare, read_prepared
     from sentiment.readers import Columns
     from sentiment.text import Vocabulary
-    from sentiment.trainer import load_splits, word2vec_texts
+    from sentiment.train_job import load_splits, word2vec_texts
 
     records = [
         {"text": f"product {i // 8} review {i}", "label": i % 2, "product": f"p{i // 8}"}
@@ -234,7 +234,7 @@ def test_word2vec_never_sees_the_validation_reviews(tiny_dataset):
     """Validation reviews stay as unseen by word2vec as test reviews are."""
     from sentiment.datasets import read_prepared
     from sentiment.text import Vocabulary
-    from sentiment.trainer import load_splits, word2vec_texts
+    from sentiment.train_job import load_splits, word2vec_texts
     from sentiment.training import in_validation
 
     table = read_prepared(tiny_dataset, columns=["review_id", "text"], split="train").to_pydict()

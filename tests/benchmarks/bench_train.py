@@ -32,7 +32,7 @@ from common import amazon_embeddings, plain_train, prepared_amazon, write_sectio
 from sentiment.config import ModelConfig, TrainConfig
 from sentiment.evaluation import category_table, results_table
 from sentiment.models import build_model
-from sentiment.trainer import load_splits
+from sentiment.train_job import load_splits
 
 
 def batch1_rate(cfg: TrainConfig, emb, n: int, threads: int) -> float:
@@ -78,7 +78,7 @@ def ray_train_epochs(cfg: TrainConfig, threads: int) -> tuple[float, float, dict
     """Seconds of the training epochs inside Ray Train (1 worker) and of fit() as a whole."""
     import ray
 
-    from sentiment.trainer import run_training
+    from sentiment.train_job import run_training
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-train-", dir="/tmp"))
     ray.init(

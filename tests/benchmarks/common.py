@@ -15,8 +15,8 @@ import torch
 
 from sentiment.config import TrainConfig
 from sentiment.embeddings import Embeddings, build_embeddings, load_embeddings, save_embeddings
-from sentiment.models import build_model
-from sentiment.trainer import load_splits
+from sentiment.models import build_model, set_up_for
+from sentiment.train_job import load_splits
 from sentiment.training import (
     evaluate_split,
     length_batches,
@@ -49,7 +49,7 @@ def prepared_amazon() -> str:
 def amazon_embeddings(cfg: TrainConfig) -> Embeddings:
     """word2vec on the train split minus any validation carve, as `train` does; cached per
     embedding settings (one worker: reproducible)."""
-    from sentiment.trainer import word2vec_texts
+    from sentiment.train_job import word2vec_texts
 
     key = "-".join(
         f"{k}{v}"
@@ -72,14 +72,14 @@ def use_fold(fold: int) -> None:
     instead of the first: fold 0 is `train`'s own carve, folds 0, 1, 2 are disjoint, so three
     seeds each on its own fold validate on three times as many reviews."""
     global EMB_KEY_SUFFIX
-    from sentiment import trainer
+    from sentiment import train_job
     from sentiment.training import hash_fraction
 
     def in_fold(key: str, val_fraction: float) -> bool:
         h = hash_fraction(f"val:{key}")
         return val_fraction > 0 and fold * val_fraction <= h < (fold + 1) * val_fraction
 
-    trainer.in_validation = in_fold
+    train_job.in_validation = in_fold
     EMB_KEY_SUFFIX = "-group" if fold == 0 else f"-group-fold{fold}"
 
 
@@ -94,9 +94,9 @@ def plain_train(
     )
     splits = load_splits(cfg, emb.vocab)
     model = build_model(model_cfg, emb.matrix)
-    model.set_steps(True)  # as the Ray Train loop does on CPU
-    optimizer = make_optimizer(model, cfg)
     device = torch.device("cpu")
+    set_up_for(model, device, inference=False)  # as the Ray Train loop does
+    optimizer = make_optimizer(model, cfg)
     history = []
     for epoch in range(cfg.epochs):
         batches = length_batches(

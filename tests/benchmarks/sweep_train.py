@@ -144,11 +144,11 @@ def main() -> None:
     if args.val_carve != "group":
         import common
 
-        from sentiment import trainer
+        from sentiment import train_job
 
-        trainer.split_keys = lambda table: table["review_id"].to_pylist()
+        train_job.split_keys = lambda table: table["review_id"].to_pylist()
         if args.val_carve == "tail":
-            trainer.in_validation = _in_tail
+            train_job.in_validation = _in_tail
         common.EMB_KEY_SUFFIX = f"-{args.val_carve}"
     base = TrainConfig(data=prepared_amazon(), val_fraction=0.1)
     lines, sizes = [], ()

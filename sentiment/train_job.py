@@ -35,7 +35,7 @@ from sentiment.config import (
 )
 from sentiment.datasets import read_prepared, split_keys
 from sentiment.evaluation import plot_confusion, plot_loss_curves, summarize
-from sentiment.models import build_model
+from sentiment.models import build_model, set_up_for
 from sentiment.text import Phrases, Vocabulary
 from sentiment.training import (
     EncodedSplit,
@@ -104,10 +104,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     if "train" not in splits:
         raise SentimentError(f"{cfg.data}: no training reviews")
     model = build_model(cfg.model, loop_config["matrix"]).to(device)
-    # cuDNN runs packed sequences fast; on CPU stepping the equations measured faster
-    # (first-layer gates once per distinct word: tests/benchmarks/RESULTS.md).
-    model.set_packed(device.type == "cuda")
-    model.set_steps(device.type == "cpu")
+    set_up_for(model, device, inference=False)
     optimizer = make_optimizer(model, cfg)
     start_epoch, history, resumed = _restore(ray.train.get_checkpoint(), model, optimizer, device)
     ddp_model = ray.train.torch.prepare_model(model, move_to_device=False)
