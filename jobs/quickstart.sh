@@ -20,7 +20,7 @@ if [ $# -gt 0 ]; then
 elif $sj prepare --download amazon-multi-domain --output demo/dataset --overwrite; then
     expect="on the Multi-Domain Sentiment Dataset (8,000 Amazon reviews): expect about 88 % test accuracy"
     # The archive's unlabeled reviews, where it has them: more text for word2vec.
-    if [ -d demo/dataset.unlabeled ]; then corpus=(--corpus demo/dataset.unlabeled); fi
+    if [ -d demo/dataset.unlabeled ]; then corpus=(--w2v-corpus demo/dataset.unlabeled); fi
 else
     sample="$(.venv/bin/python -c 'from gensim.test.utils import datapath; print(datapath("pang_lee_polarity.cor"))')"
     echo "quick start: the download failed (above); using gensim's 200 labelled sentences instead"

@@ -8,17 +8,30 @@ and exit status 1, so a scheduler sees the failure and the reason.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from sentiment import datasets, download
-from sentiment.config import SentimentError
+from sentiment.config import (
+    BAD_FILE_POLICIES,
+    LR_SCHEDULES,
+    READOUTS,
+    VARIANTS,
+    VECTOR_FORMATS,
+    EmbeddingConfig,
+    ModelConfig,
+    ScoreConfig,
+    SentimentError,
+    TextConfig,
+    TrainConfig,
+)
 
 app = typer.Typer(
     help="Train GRU sentiment classifiers and score Parquet collections of reviews on Ray.",
@@ -44,6 +57,36 @@ def _main(
 RUN_OPTIONS = ("address", "wait", "python")  # where a run goes, not what it does
 
 
+def choices(name: str, values: Sequence[str]) -> type[Enum]:
+    """A Typer choice type from the library's own tuple of names."""
+    return Enum(name, {v: v for v in values}, type=str)
+
+
+def from_options(
+    cls: type, params: dict[str, Any], prefix: str = "", groups: dict[str, str] | None = None
+):
+    """A config dataclass from a command's parameters, each named after the field it sets
+    (`prefix` + field name; a nested dataclass field's own fields take `groups[field]`).
+    Fields without a parameter keep their defaults."""
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(f.default_factory if callable(f.default_factory) else None):
+            nested = (groups or {}).get(f.name, prefix)
+            kwargs[f.name] = from_options(f.default_factory, params, nested, groups)
+            continue
+        value = params.get(prefix + f.name)
+        if value is None and prefix + f.name not in params:
+            continue
+        if isinstance(value, Enum):
+            value = value.value
+        elif isinstance(value, list):
+            value = tuple(value)
+        elif value is None and isinstance(f.default, tuple):
+            value = f.default
+        kwargs[f.name] = value
+    return cls(**kwargs)
+
+
 def settings_from(config: str, cls: type, ctx: typer.Context, allowed: tuple[str, ...]):
     """A config dataclass from `--config` JSON (inline or a file); every other setting
     must then be left at its default."""
@@ -59,7 +102,8 @@ def settings_from(config: str, cls: type, ctx: typer.Context, allowed: tuple[str
         and getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"
     ]
     if given:
-        raise SentimentError(f"--config holds every setting: drop --{given[0].replace('_', '-')}")
+        option = next(p.opts[0] for p in ctx.command.params if p.name == given[0])
+        raise SentimentError(f"--config holds every setting: drop {option}")
     text = config.strip()
     if not text.startswith(("{", "[")):
         try:
@@ -107,6 +151,14 @@ ConfigOption = Annotated[
     typer.Option(
         "--config",
         help="All settings as JSON, inline or in a file (as a model's config.json 'training' or a manifest's 'settings' hold them); no other setting may be given with it. How a submitted Ray job gets its settings.",
+    ),
+]
+StoreOption = Annotated[
+    str,
+    typer.Option(
+        envvar="SENTIMENT_STORE",
+        help="Model store (dir or URI; default $SENTIMENT_JOBS_HOME/models): where `train` "
+        "publishes, and where 'latest' and model ids are found.",
     ),
 ]
 PythonOption = Annotated[
@@ -309,14 +361,60 @@ def _echo_prepare_report(report: datasets.PrepareReport) -> None:
 
 # --- embeddings ------------------------------------------------------------------------
 
-
-class VectorsFormat(str, Enum):
-    auto = "auto"
-    word2vec_binary = "word2vec-binary"
-    word2vec_text = "word2vec-text"
-    glove = "glove"
-    keyedvectors = "keyedvectors"
-    saved = "saved"
+# The word2vec options of `embeddings` and `train`: one spelling (--w2v-*) and, like
+# every option here, the default of the config field it sets (config.py).
+W2vDim = Annotated[
+    int, typer.Option("--w2v-dim", min=1, help="word2vec vector size (pretrained: their own).")
+]
+W2vMinCount = Annotated[
+    int, typer.Option("--w2v-min-count", min=1, help="word2vec: drop rarer words.")
+]
+W2vWindow = Annotated[int, typer.Option("--w2v-window", min=1, help="word2vec context window.")]
+W2vEpochs = Annotated[
+    int | None,
+    typer.Option(
+        "--w2v-epochs",
+        min=1,
+        show_default=False,
+        help="word2vec passes over the text. [default: about 36 M token updates, 5 to 40]",
+    ),
+]
+W2vSkipgram = Annotated[
+    bool, typer.Option("--w2v-skipgram/--w2v-cbow", help="word2vec architecture.")
+]
+W2vWorkers = Annotated[
+    int, typer.Option("--w2v-workers", min=1, help="word2vec threads; only 1 is reproducible.")
+]
+W2vNegative = Annotated[
+    int, typer.Option("--w2v-negative", min=1, help="word2vec negative samples.")
+]
+W2vSample = Annotated[
+    float, typer.Option("--w2v-sample", help="word2vec down-sampling threshold of frequent words.")
+]
+W2vPhrases = Annotated[
+    float,
+    typer.Option(
+        "--w2v-phrases",
+        help="Join word pairs that gensim Phrases scores above this ('not_good') before "
+        "word2vec; training and scoring join the same pairs (phrases.txt). 0: none.",
+    ),
+]
+W2vCorpus = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--w2v-corpus",
+        help="More text for word2vec: Parquet files/directories with a 'text' column "
+        "(repeatable), e.g. `prepare`'s <dataset>.unlabeled. Held-out reviews are left out.",
+    ),
+]
+VectorsFormat = choices("VectorsFormat", VECTOR_FORMATS)
+FORMAT_HELP = (
+    "Format of the pretrained vectors; auto: from the name and first line. keyedvectors "
+    "(gensim .kv/.model) is a pickle that can run code when loaded: never guessed, only for "
+    "files you trust."
+)
+LIMIT_HELP = "Pretrained: keep the first N vectors of the file."
+_E = EmbeddingConfig()
 
 
 @app.command()
@@ -333,85 +431,33 @@ def embeddings(
             help="Directory for vectors.npy, vocab.txt and embeddings.json.", show_default=False
         ),
     ],
-    source: Annotated[
+    w2v_source: Annotated[
         str,
         typer.Option(
-            help="'train': train word2vec on the train split; or a path to pretrained vectors "
-            "(word2vec .bin/.txt/.vec, GloVe .txt, gensim KeyedVectors, a saved embeddings dir)."
+            "--source",
+            help="'train': word2vec on the train split; or pretrained vectors (word2vec "
+            ".bin/.txt/.vec, GloVe .txt, gensim KeyedVectors, a saved embeddings dir).",
         ),
-    ] = "train",
-    fmt: Annotated[
-        VectorsFormat,
-        typer.Option(
-            "--format",
-            help="Format of --source; auto: from the name and first line. keyedvectors (gensim "
-            ".kv/.model) is a pickle that can run code when loaded: never guessed, only for "
-            "files you trust.",
-        ),
-    ] = VectorsFormat.auto,
-    dim: Annotated[
-        int, typer.Option(min=1, help="Train: vector size (pretrained files keep their own).")
-    ] = 300,
-    min_count: Annotated[int, typer.Option(min=1, help="Train: drop rarer words.")] = 2,
-    window: Annotated[int, typer.Option(min=1, help="Train: context window.")] = 5,
-    epochs: Annotated[
-        int | None,
-        typer.Option(
-            min=1,
-            show_default=False,
-            help="Train: passes over the texts. [default: 36 M token updates, 5 to 40 epochs]",
-        ),
-    ] = None,
-    skipgram: Annotated[
-        bool, typer.Option("--skipgram/--cbow", help="Train: architecture.")
-    ] = True,
-    seed: Annotated[int, typer.Option(help="Train: random seed.")] = 0,
-    workers: Annotated[
-        int, typer.Option(min=1, help="Train: threads; only 1 is reproducible run to run.")
-    ] = 1,
-    limit: Annotated[
-        int | None, typer.Option(min=1, help="Pretrained: keep the first N vectors of the file.")
-    ] = None,
-    negative: Annotated[int, typer.Option(min=1, help="Train: negative samples.")] = 5,
-    sample: Annotated[
-        float, typer.Option(help="Train: down-sampling threshold of frequent words.")
-    ] = 1e-3,
-    phrases: Annotated[
-        float,
-        typer.Option(
-            help="Train: join word pairs that gensim Phrases scores above this ('not_good'); "
-            "0: none. Scoring joins the same pairs (phrases.txt)."
-        ),
-    ] = 0.0,
-    corpus: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="Train: more text for word2vec: Parquet files/directories with a 'text' "
-            "column (repeatable). Reviews equal to the dataset's test reviews are left out."
-        ),
-    ] = None,
+    ] = _E.source,
+    w2v_format: Annotated[VectorsFormat, typer.Option("--format", help=FORMAT_HELP)] = _E.format,
+    w2v_limit: Annotated[int | None, typer.Option("--limit", min=1, help=LIMIT_HELP)] = _E.limit,
+    w2v_seed: Annotated[int, typer.Option("--seed", help="word2vec random seed.")] = _E.seed,
+    w2v_dim: W2vDim = _E.dim,
+    w2v_min_count: W2vMinCount = _E.min_count,
+    w2v_window: W2vWindow = _E.window,
+    w2v_epochs: W2vEpochs = _E.epochs,
+    w2v_sg: W2vSkipgram = _E.sg,
+    w2v_workers: W2vWorkers = _E.workers,
+    w2v_negative: W2vNegative = _E.negative,
+    w2v_sample: W2vSample = _E.sample,
+    w2v_phrases: W2vPhrases = _E.phrases,
+    w2v_corpus: W2vCorpus = None,
 ) -> None:
     """Train word2vec on a dataset's train split, or load pretrained vectors; save them."""
-    from sentiment.config import EmbeddingConfig
     from sentiment.embeddings import build_embeddings, dataset_texts, save_embeddings
 
     with user_errors():
-        config = EmbeddingConfig(
-            source=source,
-            format=fmt.value,
-            dim=dim,
-            min_count=min_count,
-            window=window,
-            epochs=epochs,
-            sg=skipgram,
-            seed=seed,
-            workers=workers,
-            limit=limit,
-            negative=negative,
-            sample=sample,
-            phrases=phrases,
-            corpus=tuple(corpus or ()),
-        )
+        config = from_options(EmbeddingConfig, locals(), "w2v_")
         emb = build_embeddings(config, dataset_texts(data, config.corpus))
         out = save_embeddings(emb, output)
     meta = emb.meta
@@ -428,18 +474,19 @@ def embeddings(
 
 # --- train -----------------------------------------------------------------------------
 
-
-class Variant(str, Enum):
-    gru = "gru"
-    grub = "grub"
-    gruh = "gruh"
-    pmgru = "pmgru"
-
-
-class Readout(str, Enum):
-    last = "last"
-    max = "max"
-    mean = "mean"
+Variant = choices("Variant", VARIANTS)
+Readout = choices("Readout", READOUTS)
+LrSchedule = choices("LrSchedule", LR_SCHEDULES)
+ResourceTimeout = Annotated[
+    float,
+    typer.Option(
+        "--resource-timeout",
+        envvar="SENTIMENT_RESOURCE_TIMEOUT",
+        help="Seconds to wait for room for the workers or actors (or for a stalled run to "
+        "move) before failing with the missing resource named.",
+    ),
+]
+_T, _M = TrainConfig(), ModelConfig()
 
 
 @app.command()
@@ -447,146 +494,71 @@ def train(
     ctx: typer.Context,
     data: Annotated[
         str, typer.Option(help="Prepared dataset (directory or URI) from `prepare`.")
-    ] = "",
-    model: Annotated[Variant, typer.Option(help="GRU variant (SPEC.md).")] = Variant.gru,
-    epochs: Annotated[int, typer.Option(help="Passes over the training split.")] = 6,
-    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 4e-3,
-    batch_size: Annotated[int, typer.Option(help="Reviews per step, length-bucketed.")] = 64,
-    hidden_size: Annotated[int, typer.Option(help="GRU state size.")] = 100,
-    layers: Annotated[int, typer.Option(help="Stacked recurrent layers.")] = 1,
+    ] = _T.data,
+    variant: Annotated[Variant, typer.Option("--model", help="GRU variant.")] = _M.variant,
+    epochs: Annotated[int, typer.Option(help="Passes over the training split.")] = _T.epochs,
+    lr: Annotated[float, typer.Option(help="Adam(W) learning rate.")] = _T.lr,
+    lr_schedule: Annotated[LrSchedule, typer.Option(help="Learning rate over the run.")] = (
+        _T.lr_schedule
+    ),
+    grad_clip: Annotated[
+        float, typer.Option(help="Largest gradient norm (0: no clipping).")
+    ] = _T.grad_clip,
+    batch_size: Annotated[
+        int, typer.Option(help="Reviews per step, length-bucketed.")
+    ] = _T.batch_size,
+    hidden_size: Annotated[int, typer.Option(help="GRU state size.")] = _M.hidden_size,
+    layers: Annotated[int, typer.Option(help="Stacked recurrent layers.")] = _M.layers,
     dropout: Annotated[
-        float, typer.Option(help="Dropout between layers and before the head.")
-    ] = 0.0,
+        float, typer.Option(help="Dropout on the words, between layers and before the head.")
+    ] = _M.dropout,
     bidirectional: Annotated[
         bool, typer.Option(help="Also read right to left (always on for grub).")
-    ] = False,
+    ] = _M.bidirectional,
     readout: Annotated[
         Readout,
-        typer.Option(help="State the classifier reads: last real token, or max/mean over time."),
-    ] = Readout.max,
-    trainable_embeddings: Annotated[
-        bool, typer.Option(help="Fine-tune the word vectors (frozen by default).")
-    ] = False,
+        typer.Option(help="How the states become one vector: last token, max/mean over time."),
+    ] = _M.readout,
+    freeze_embeddings: Annotated[
+        bool,
+        typer.Option(
+            "--freeze-embeddings/--trainable-embeddings", help="Keep the word vectors fixed."
+        ),
+    ] = _M.freeze_embeddings,
     reset_after: Annotated[
         bool, typer.Option(help="gruh: reset gate after U_h h, as nn.GRU.")
-    ] = False,
-    max_tokens: Annotated[int, typer.Option(help="Known tokens kept per review (head).")] = 400,
+    ] = _M.reset_after,
+    word_bias: Annotated[
+        bool,
+        typer.Option(help="Add a learned per-word score, averaged over the review, to the logit."),
+    ] = _M.word_bias,
+    word_dropout: Annotated[
+        float, typer.Option(help="Training: share of words blanked out at random.")
+    ] = _M.word_dropout,
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = _T.weight_decay,
+    label_smoothing: Annotated[
+        float, typer.Option(help="Label smoothing of the loss.")
+    ] = _T.label_smoothing,
+    embedding_lr: Annotated[
+        float, typer.Option(help="With --trainable-embeddings: their learning rate (0: --lr).")
+    ] = _T.embedding_lr,
+    max_tokens: Annotated[
+        int, typer.Option(help="Known tokens kept per review (head).")
+    ] = TextConfig().max_tokens,
     val_fraction: Annotated[
         float,
         typer.Option(
             help="Part of the train split held out for validation (whole groups: a product's "
             "reviews are all held out or all trained on)."
         ),
-    ] = 0.0,
-    seed: Annotated[int, typer.Option(help="Seed for weights, shuffling and word2vec.")] = 0,
-    embeddings: Annotated[
-        str,
-        typer.Option(
-            help="'train' (word2vec on the train split), or pretrained vectors / a saved embeddings dir."
-        ),
-    ] = "train",
-    embeddings_format: Annotated[
-        str,
-        typer.Option(
-            help="auto|word2vec-binary|word2vec-text|glove|keyedvectors|saved ('keyedvectors' unpickles: trusted files only)."
-        ),
-    ] = "auto",
-    w2v_epochs: Annotated[
-        int | None,
-        typer.Option(
-            min=1,
-            show_default=False,
-            help="word2vec epochs when training vectors. "
-            "[default: 36 M token updates, 5 to 40 epochs]",
-        ),
-    ] = None,
-    skipgram: Annotated[
-        bool, typer.Option("--skipgram/--cbow", help="word2vec architecture when training vectors.")
-    ] = True,
-    w2v_workers: Annotated[int, typer.Option(help="word2vec threads; 1 is reproducible.")] = 1,
-    min_count: Annotated[int, typer.Option(help="word2vec: ignore rarer words.")] = 2,
-    limit: Annotated[
-        int, typer.Option(help="Pretrained: keep at most this many vectors (0: all).")
-    ] = 0,
-    workers: Annotated[int, typer.Option(help="Ray Train workers (data-parallel).")] = 1,
-    min_workers: Annotated[
-        int,
-        typer.Option(
-            help="Elastic: go on with as few as this many workers when nodes are lost (0: always --workers)."
-        ),
-    ] = 0,
-    use_gpu: Annotated[bool, typer.Option(help="One GPU per worker.")] = False,
-    gpus_per_worker: Annotated[float, typer.Option(help="GPUs per worker with --use-gpu.")] = 1.0,
-    cpus_per_worker: Annotated[float, typer.Option(help="CPUs reserved per worker.")] = 1.0,
-    threads: Annotated[
-        int, typer.Option(help="torch threads per worker (0: one per CPU reserved).")
-    ] = 0,
-    max_failures: Annotated[
-        int,
-        typer.Option(help="Worker or node failures to recover from (from the last checkpoint)."),
-    ] = 0,
-    resource_timeout: Annotated[
-        float,
-        typer.Option(
-            envvar="SENTIMENT_RESOURCE_TIMEOUT",
-            help="Seconds to wait for room for the workers before failing with the missing resource named.",
-        ),
-    ] = 600.0,
-    store: Annotated[
-        str,
-        typer.Option(
-            envvar="SENTIMENT_STORE",
-            help="Model store (dir or URI); default $SENTIMENT_JOBS_HOME/models.",
-        ),
-    ] = "",
-    storage_path: Annotated[
-        str,
-        typer.Option(
-            help="Ray Train run storage (dir or URI); default $SENTIMENT_JOBS_HOME/train."
-        ),
-    ] = "",
-    name: Annotated[
-        str, typer.Option(help="Run name; the same name resumes an interrupted run.")
-    ] = "",
-    dim: Annotated[int, typer.Option(min=1, help="word2vec size when training vectors.")] = 300,
-    window: Annotated[int, typer.Option(min=1, help="word2vec context window.")] = 5,
-    negative: Annotated[int, typer.Option(min=1, help="word2vec negative samples.")] = 5,
-    sample: Annotated[
-        float, typer.Option(help="word2vec down-sampling threshold of frequent words.")
-    ] = 1e-3,
-    phrases: Annotated[
-        float,
-        typer.Option(
-            help="Join word pairs that gensim Phrases scores above this ('not_good') before "
-            "word2vec, training and scoring; 0: none."
-        ),
-    ] = 0.0,
-    corpus: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="More text for word2vec: Parquet files/directories with a 'text' column "
-            "(repeatable). Reviews equal to held-out ones (test, validation) are left out."
-        ),
-    ] = None,
-    word_bias: Annotated[
-        bool,
-        typer.Option(help="Add a learned per-word score, averaged over the review, to the logit."),
-    ] = False,
-    word_dropout: Annotated[
-        float, typer.Option(help="Training: share of words blanked out at random.")
-    ] = 0.0,
-    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.0,
-    label_smoothing: Annotated[float, typer.Option(help="Label smoothing of the loss.")] = 0.0,
-    embedding_lr: Annotated[
-        float, typer.Option(help="With --trainable-embeddings: their learning rate (0: --lr).")
-    ] = 0.0,
+    ] = _T.val_fraction,
     calibrate: Annotated[
         bool,
         typer.Option(
             help="With --val-fraction: fit a temperature on the validation reviews so that "
             "p_positive is calibrated (stored in config.json, applied when scoring)."
         ),
-    ] = True,
+    ] = _T.calibrate,
     ensemble: Annotated[
         int,
         typer.Option(
@@ -594,14 +566,71 @@ def train(
             help="Train this many models (seeds --seed, --seed+1, ...) and publish their "
             "ensemble (probabilities averaged) as the model.",
         ),
-    ] = 1,
+    ] = _T.ensemble,
+    seed: Annotated[int, typer.Option(help="Seed for weights, shuffling and word2vec.")] = _T.seed,
+    w2v_source: Annotated[
+        str,
+        typer.Option(
+            "--embeddings",
+            help="'train' (word2vec on the train split), or pretrained vectors / a saved "
+            "embeddings dir.",
+        ),
+    ] = _E.source,
+    w2v_format: Annotated[
+        VectorsFormat, typer.Option("--embeddings-format", help=FORMAT_HELP)
+    ] = _E.format,
+    w2v_limit: Annotated[
+        int | None, typer.Option("--embeddings-limit", min=1, help=LIMIT_HELP)
+    ] = _E.limit,
+    w2v_dim: W2vDim = _E.dim,
+    w2v_min_count: W2vMinCount = _E.min_count,
+    w2v_window: W2vWindow = _E.window,
+    w2v_epochs: W2vEpochs = _E.epochs,
+    w2v_sg: W2vSkipgram = _E.sg,
+    w2v_workers: W2vWorkers = _E.workers,
+    w2v_negative: W2vNegative = _E.negative,
+    w2v_sample: W2vSample = _E.sample,
+    w2v_phrases: W2vPhrases = _E.phrases,
+    w2v_corpus: W2vCorpus = None,
+    workers: Annotated[int, typer.Option(help="Ray Train workers (data-parallel).")] = _T.workers,
+    min_workers: Annotated[
+        int,
+        typer.Option(
+            help="Elastic: go on with as few as this many workers when nodes are lost "
+            "(0: always --workers)."
+        ),
+    ] = _T.min_workers,
+    use_gpu: Annotated[bool, typer.Option(help="One GPU per worker.")] = _T.use_gpu,
+    gpus_per_worker: Annotated[
+        float, typer.Option(help="GPUs per worker with --use-gpu.")
+    ] = _T.gpus_per_worker,
+    cpus_per_worker: Annotated[
+        float, typer.Option(help="CPUs reserved per worker.")
+    ] = _T.cpus_per_worker,
+    threads_per_worker: Annotated[
+        int, typer.Option("--threads", help="torch threads per worker (0: one per CPU reserved).")
+    ] = _T.threads_per_worker,
+    max_failures: Annotated[
+        int,
+        typer.Option(help="Worker or node failures to recover from (from the last checkpoint)."),
+    ] = _T.max_failures,
+    resource_timeout_s: ResourceTimeout = _T.resource_timeout_s,
+    store: StoreOption = _T.store,
+    storage_path: Annotated[
+        str,
+        typer.Option(
+            help="Ray Train run storage (dir or URI); default $SENTIMENT_JOBS_HOME/train."
+        ),
+    ] = _T.storage_path,
+    name: Annotated[
+        str, typer.Option(help="Run name; the same name resumes an interrupted run.")
+    ] = _T.name,
     config: ConfigOption = "",
     address: AddressOption = "",
     wait: WaitOption = True,
     python: PythonOption = "",
 ) -> None:
     """Train a GRU classifier with Ray Train and publish it to the model store."""
-    from sentiment.config import EmbeddingConfig, ModelConfig, TextConfig, TrainConfig
     from sentiment.evaluation import category_table, results_table
     from sentiment.train_job import run_training
 
@@ -611,58 +640,9 @@ def train(
         else:
             if not data:
                 raise SentimentError("give --data: a dataset prepared by `sentiment-jobs prepare`")
-            cfg = TrainConfig(
-                data=data,
-                model=ModelConfig(
-                    variant=model.value,
-                    hidden_size=hidden_size,
-                    layers=layers,
-                    bidirectional=bidirectional,
-                    dropout=dropout,
-                    readout=readout.value,
-                    freeze_embeddings=not trainable_embeddings,
-                    reset_after=reset_after,
-                    word_dropout=word_dropout,
-                    word_bias=word_bias,
-                ),
-                text=TextConfig(max_tokens=max_tokens),
-                embeddings=EmbeddingConfig(
-                    source=embeddings,
-                    format=embeddings_format,
-                    epochs=w2v_epochs,
-                    sg=skipgram,
-                    workers=w2v_workers,
-                    min_count=min_count,
-                    seed=seed,
-                    limit=limit or None,
-                    dim=dim,
-                    window=window,
-                    negative=negative,
-                    sample=sample,
-                    phrases=phrases,
-                    corpus=tuple(corpus or ()),
-                ),
-                epochs=epochs,
-                lr=lr,
-                batch_size=batch_size,
-                val_fraction=val_fraction,
-                calibrate=calibrate,
-                ensemble=ensemble,
-                weight_decay=weight_decay,
-                label_smoothing=label_smoothing,
-                embedding_lr=embedding_lr,
-                seed=seed,
-                workers=workers,
-                min_workers=min_workers,
-                use_gpu=use_gpu,
-                gpus_per_worker=gpus_per_worker,
-                cpus_per_worker=cpus_per_worker,
-                threads_per_worker=threads,
-                max_failures=max_failures,
-                resource_timeout_s=resource_timeout,
-                store=store,
-                storage_path=storage_path,
-                name=name,
+            # word2vec takes the run's seed
+            cfg = from_options(
+                TrainConfig, {**locals(), "w2v_seed": seed}, "", {"embeddings": "w2v_"}
             )
         submitting = _submitting(address)
     if submitting:
@@ -691,9 +671,7 @@ def evaluate(
         "train",
         "test",
     ],
-    store: Annotated[
-        str, typer.Option(envvar="SENTIMENT_STORE", help="Model store for 'latest' and model ids.")
-    ] = "",
+    store: StoreOption = "",
     output: Annotated[
         Path | None, typer.Option(help="Write the metrics (JSON) and confusion PNGs here.")
     ] = None,
@@ -736,9 +714,7 @@ def ensemble(
             "--output", "-o", help="Write the ensemble here instead of publishing it to the store."
         ),
     ] = None,
-    store: Annotated[
-        str, typer.Option(envvar="SENTIMENT_STORE", help="Model store (for ids, 'latest', output).")
-    ] = "",
+    store: StoreOption = "",
 ) -> None:
     """Join trained models into one ensemble model directory (probabilities averaged)."""
     from sentiment.ensemble import build_ensemble
@@ -751,9 +727,8 @@ def ensemble(
 # --- score -----------------------------------------------------------------------------
 
 
-class BadFilePolicy(str, Enum):
-    fail = "fail"
-    skip = "skip"
+BadFilePolicy = choices("BadFilePolicy", BAD_FILE_POLICIES)
+_S = ScoreConfig()
 
 
 @app.command()
@@ -765,94 +740,92 @@ def score(
     ] = None,
     model: Annotated[
         str, typer.Option(help="Model directory or URI, or 'latest' or a model id in the store.")
-    ] = "latest",
+    ] = _S.model,
     output: Annotated[
         str,
         typer.Option(help="Output directory (default: next to the first input, <name>.scored)."),
-    ] = "",
-    text_column: Annotated[str, typer.Option(help="Column holding the review text.")] = "text",
+    ] = _S.output,
+    text_column: Annotated[
+        str, typer.Option(help="Column holding the review text.")
+    ] = _S.text_column,
     id_column: Annotated[
         str,
         typer.Option(
-            help="Column identifying rows (default: review_id if present, else a row_id is added from file and row)."
+            help="Column identifying rows (default: review_id if present, else a row_id is "
+            "added from file and row)."
         ),
-    ] = "",
+    ] = _S.id_column,
     batch_size: Annotated[
         int, typer.Option(help="Rows per Ray Data batch (sorted by length inside).")
-    ] = 4096,
+    ] = _S.batch_size,
     model_batch_size: Annotated[
         int, typer.Option(help="Reviews per forward pass; 0: 128 on CPU, 1024 on a GPU.")
-    ] = 0,
+    ] = _S.model_batch_size,
     actors: Annotated[
         int,
         typer.Option(
             help="A fixed number of scoring actors (0: from --min-actors up to --max-actors)."
         ),
-    ] = 0,
+    ] = _S.actors,
     min_actors: Annotated[
         int,
         typer.Option(
             min=0,
-            help="The pool never shrinks below this (0: as many as the alive nodes hold at the start: one per GPU, or per CPU core).",
+            help="The pool never shrinks below this (0: as many as the alive nodes hold at "
+            "the start: one per GPU, or per CPU core).",
         ),
-    ] = 0,
+    ] = _S.min_actors,
     max_actors: Annotated[
         int,
         typer.Option(
             min=0,
-            help="The pool may grow to this many as an autoscaler adds nodes (0: no more than at the start).",
+            help="The pool may grow to this many as an autoscaler adds nodes (0: no more "
+            "than at the start).",
         ),
-    ] = 0,
+    ] = _S.max_actors,
     gpus_per_actor: Annotated[
         float, typer.Option(help="GPUs per actor (-1: 1 when the cluster has GPUs, else 0).")
-    ] = -1.0,
+    ] = _S.gpus_per_actor,
     cpus_per_actor: Annotated[
         float, typer.Option(help="CPUs reserved per actor (0: leave one CPU to read/write).")
-    ] = 0.0,
+    ] = _S.cpus_per_actor,
     max_tokens: Annotated[
         int,
         typer.Option(
-            help="Known tokens read per review; longer ones are truncated and marked (0: the model's setting, 400 by default)."
+            help="Known tokens read per review; longer ones are truncated and marked (0: the "
+            "model's setting, 400 by default)."
         ),
-    ] = 0,
-    resource_timeout: Annotated[
-        float,
-        typer.Option(
-            envvar="SENTIMENT_RESOURCE_TIMEOUT",
-            help="Seconds to wait for actors to start, or for a stalled run to move, before failing with the missing resource named.",
-        ),
-    ] = 600.0,
+    ] = _S.max_tokens,
+    resource_timeout_s: ResourceTimeout = _S.resource_timeout_s,
     rows_per_file: Annotated[
         int,
         typer.Option(
             min=1,
-            help="Input rows (whole row groups) read, scored and written together: at most this many per output file, and what a lost node makes the run score again.",
+            help="Input rows (whole row groups) read, scored and written together: at most "
+            "this many per output file, and what a lost node makes the run score again.",
         ),
-    ] = 50_000,
+    ] = _S.rows_per_file,
     max_attempts: Annotated[
         int,
         typer.Option(
             min=1,
             help="Attempts of the pipeline when nodes are lost, each over what is left unscored.",
         ),
-    ] = 3,
+    ] = _S.max_attempts,
     incremental: Annotated[
         bool, typer.Option(help="Only score input files the committed manifest does not list.")
-    ] = False,
+    ] = _S.incremental,
     on_bad_file: Annotated[
         BadFilePolicy,
         typer.Option(help="fail: stop on a bad input file; skip: record it in the manifest."),
-    ] = BadFilePolicy.fail,
-    store: Annotated[
-        str, typer.Option(envvar="SENTIMENT_STORE", help="Model store for 'latest' and model ids.")
-    ] = "",
+    ] = _S.on_bad_file,
+    store: StoreOption = _S.store,
     config: ConfigOption = "",
     address: AddressOption = "",
     wait: WaitOption = True,
     python: PythonOption = "",
 ) -> None:
     """Score Parquet reviews with Ray Data and commit predictions to Parquet (safe to re-run)."""
-    from sentiment.config import ScoreConfig
     from sentiment.score_job import run_scoring
 
     with user_errors():
@@ -861,27 +834,7 @@ def score(
         else:
             if not inputs:
                 raise SentimentError("give the Parquet files, directories, globs or URIs to score")
-            cfg = ScoreConfig(
-                inputs=tuple(inputs or ()),
-                output=output,
-                model=model,
-                store=store,
-                text_column=text_column,
-                id_column=id_column,
-                batch_size=batch_size,
-                model_batch_size=model_batch_size,
-                actors=actors,
-                min_actors=min_actors,
-                max_actors=max_actors,
-                resource_timeout_s=resource_timeout,
-                rows_per_file=rows_per_file,
-                max_attempts=max_attempts,
-                gpus_per_actor=gpus_per_actor,
-                cpus_per_actor=cpus_per_actor,
-                max_tokens=max_tokens,
-                incremental=incremental,
-                on_bad_file=on_bad_file.value,
-            )
+            cfg = from_options(ScoreConfig, locals())
         submitting = _submitting(address)
     if submitting:
         _submit_job("score", cfg, address, wait, python)

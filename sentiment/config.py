@@ -19,6 +19,9 @@ from typing import Any, TypeVar
 
 VARIANTS = ("gru", "grub", "gruh", "pmgru")
 READOUTS = ("last", "max", "mean", "max-mean")
+VECTOR_FORMATS = ("auto", "word2vec-binary", "word2vec-text", "glove", "keyedvectors", "saved")
+LR_SCHEDULES = ("cosine", "constant")  # cosine: decay to 0 over the run
+BAD_FILE_POLICIES = ("fail", "skip")
 
 
 class SentimentError(Exception):
@@ -238,7 +241,7 @@ class TrainConfig:
             raise SentimentError(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:
             raise SentimentError(f"batch size must be >= 1, got {self.batch_size}")
-        if self.lr_schedule not in ("cosine", "constant"):
+        if self.lr_schedule not in LR_SCHEDULES:
             raise SentimentError(
                 f"lr schedule must be cosine or constant, got {self.lr_schedule!r}"
             )
@@ -298,7 +301,7 @@ class ScoreConfig:
     max_attempts: int = 3  # of the pipeline, each over what the last left unscored
 
     def __post_init__(self) -> None:
-        if self.on_bad_file not in ("fail", "skip"):
+        if self.on_bad_file not in BAD_FILE_POLICIES:
             raise SentimentError(f"--on-bad-file must be fail or skip, got {self.on_bad_file!r}")
         if self.batch_size < 1 or self.model_batch_size < 0:
             raise SentimentError("--batch-size must be >= 1 and --model-batch-size >= 0")

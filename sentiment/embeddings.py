@@ -21,12 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from sentiment.config import EmbeddingConfig, SentimentError, word2vec_epochs
+from sentiment.config import VECTOR_FORMATS, EmbeddingConfig, SentimentError, word2vec_epochs
 from sentiment.text import SPECIALS, Phrases, Vocabulary, tokenize
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("auto", "word2vec-binary", "word2vec-text", "glove", "keyedvectors", "saved")
 VECTORS, VOCAB, META = "vectors.npy", "vocab.txt", "embeddings.json"
 PHRASES = "phrases.txt"  # word pairs joined into one token; absent when none
 
@@ -206,8 +205,10 @@ def detect_format(path: Path) -> str:
 
 
 def _pretrained(path: Path, fmt: str, sentences: Sentences | None, limit: int | None) -> Embeddings:
-    if fmt not in FORMATS:
-        raise SentimentError(f"unknown vectors format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if fmt not in VECTOR_FORMATS:
+        raise SentimentError(
+            f"unknown vectors format {fmt!r}; choose one of {', '.join(VECTOR_FORMATS)}"
+        )
     if not path.exists():
         raise SentimentError(f"{path}: no such file or directory")
     if fmt == "auto":
@@ -347,7 +348,7 @@ def read_corpus(paths: Sequence[str], held_out: Iterable[str] = ()) -> tuple[lis
 
     files, _, _ = check_inputs(list(paths), "text", "", "fail", None)
     if not files:
-        raise SentimentError(f"--corpus {' '.join(paths)}: no Parquet files")
+        raise SentimentError(f"--w2v-corpus {' '.join(paths)}: no Parquet files")
     unseen = {hash(" ".join(tokenize(t))) for t in held_out}
     texts, n_left_out = [], 0
     for f in files:

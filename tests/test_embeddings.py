@@ -355,8 +355,8 @@ def test_cli_embeddings_trains_and_saves(tmp_path: Path) -> None:
     texts = corpus(200)
     pq.write_table(pa.table({"text": texts, "split": ["train"] * 200}), tmp_path / "p.parquet")
     out = tmp_path / "emb"
-    args = ["embeddings", "--data", str(tmp_path), "--output", str(out), "--dim", "8"]
-    result = CliRunner().invoke(app, [*args, "--epochs", "1"])
+    args = ["embeddings", "--data", str(tmp_path), "--output", str(out), "--w2v-dim", "8"]
+    result = CliRunner().invoke(app, [*args, "--w2v-epochs", "1"])
     assert result.exit_code == 0, result.output
     assert re.search(r"coverage of training tokens: 9\d\.\d\d% of 1,600\n", result.output)
     assert "deterministic: yes" in result.output
@@ -441,7 +441,16 @@ def test_cli_embeddings_with_a_corpus_leaves_test_reviews_out(
     from sentiment.cli import app
 
     args = ["embeddings", "--data", str(tiny_dataset), "--output", str(tmp_path / "e")]
-    args += ["--dim", "8", "--epochs", "1", "--min-count", "1", "--corpus", str(tiny_dataset)]
+    args += [
+        "--w2v-dim",
+        "8",
+        "--w2v-epochs",
+        "1",
+        "--w2v-min-count",
+        "1",
+        "--w2v-corpus",
+        str(tiny_dataset),
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     _, train = _test_and_train_texts(tiny_dataset)

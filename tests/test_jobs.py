@@ -131,7 +131,7 @@ def trained(head, data) -> dict:
     command = [
         str(BIN / "sentiment-jobs"), "train", "--address", head.address,
         "--data", str(data["prepared"]), "--epochs", "2", "--lr", "0.01", "--hidden-size", "8",
-        "--dim", "16", "--min-count", "1", "--w2v-epochs", "2",
+        "--w2v-dim", "16", "--w2v-min-count", "1", "--w2v-epochs", "2",
         "--store", str(store), "--storage-path", str(runs),
     ]  # fmt: skip
     started = time.monotonic()
@@ -377,7 +377,7 @@ def _cli(head: Head, args: list[str], env: dict[str, str | None] | None = None):
 def _long_training(data: dict, trained: dict) -> list[str]:
     return [
         "train", "--data", str(data["prepared"]), "--epochs", "5000", "--hidden-size", "8",
-        "--dim", "8", "--min-count", "1", "--w2v-epochs", "1", "--store", str(trained["store"]),
+        "--w2v-dim", "8", "--w2v-min-count", "1", "--w2v-epochs", "1", "--store", str(trained["store"]),
         "--storage-path", str(data["root"] / "runs"),
     ]  # fmt: skip
 

@@ -131,7 +131,7 @@ def test_a_worker_node_killed_mid_train_resumes_from_the_last_checkpoint(cluster
     command = [
         CLI, "train", "--data", str(tmp_path / "data"), "--address", cluster.address,
         "--workers", "2", "--max-failures", "2", "--epochs", "4", "--hidden-size", "32",
-        "--dim", "32", "--w2v-epochs", "1", "--min-count", "1", "--name", "killed",
+        "--w2v-dim", "32", "--w2v-epochs", "1", "--w2v-min-count", "1", "--name", "killed",
         "--store", str(store), "--storage-path", str(runs),
     ]  # fmt: skip
     proc = subprocess.Popen(
@@ -162,7 +162,7 @@ def test_a_request_no_node_can_meet_fails_in_bounded_time_naming_it(
         command = [CLI, "score", str(collection[0]), "--output", str(tmp_path / "out")]
         command += ["--model", str(tiny_model), "--gpus-per-actor", "1"]
     else:
-        command = [CLI, "train", "--data", str(tiny_dataset), "--use-gpu", "--dim", "8"]
+        command = [CLI, "train", "--data", str(tiny_dataset), "--use-gpu", "--w2v-dim", "8"]
         command += ["--w2v-epochs", "1", "--store", str(tmp_path / "s")]
         command += ["--storage-path", str(tmp_path / "r")]
     command += ["--address", cluster.address, "--resource-timeout", "10"]
