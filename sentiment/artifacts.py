@@ -19,6 +19,7 @@ holding `<model_id>/` directories and a `LATEST` file naming the newest one.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -28,6 +29,8 @@ import re
 import shutil
 import tempfile
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,7 +55,6 @@ class LoadedModel:
     model: SentimentGRU | Ensemble
     vocab: Vocabulary
     text: TextConfig
-    config: dict[str, Any]  # the whole config.json
 
 
 def versions() -> dict[str, str]:
@@ -225,7 +227,7 @@ def load_model_dir(directory: str | Path, device: str | torch.device = "cpu") ->
     except Exception as exc:  # safetensors raises its own error types
         raise SentimentError(f"{directory / WEIGHTS}: cannot load weights ({exc})") from None
     model.to(device).eval()
-    return LoadedModel(config.get("model_id", directory.name), model, vocab, text_cfg, config)
+    return LoadedModel(config.get("model_id", directory.name), model, vocab, text_cfg)
 
 
 MAX_CONFIG_BYTES = 1 << 20
@@ -372,6 +374,21 @@ def filesystem(uri_or_path: str):
     return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(uri_or_path))
 
 
+@contextmanager
+def cache_entry(cache: Path) -> Iterator[Path]:
+    """A hidden sibling folder to fill, then renamed to `cache` in one step: a concurrent
+    reader finds the whole entry or none (another run's, if it got there first, stays).
+    Removed if the block fails."""
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_name(f".{cache.name}-{uuid.uuid4().hex[:8]}")
+    try:
+        yield tmp
+        with contextlib.suppress(OSError):
+            tmp.rename(cache)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _download(uri: str) -> Path:
     import pyarrow.fs as pafs
 
@@ -380,15 +397,13 @@ def _download(uri: str) -> Path:
         Path(tempfile.gettempdir()) / "sentiment-models" / hashlib.sha1(uri.encode()).hexdigest()
     )
     if not (cache / CONFIG).exists():
-        tmp = Path(tempfile.mkdtemp(dir=cache.parent if cache.parent.exists() else None))
-        try:
-            pafs.copy_files(path, str(tmp), fs, pafs.LocalFileSystem())
-        except Exception as exc:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise SentimentError(f"{uri}: cannot download model ({exc})") from None
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(cache, ignore_errors=True)
-        tmp.rename(cache)
+        shutil.rmtree(cache, ignore_errors=True)  # a copy an older version left unfinished
+        with cache_entry(cache) as tmp:
+            tmp.mkdir()
+            try:
+                pafs.copy_files(path, str(tmp), fs, pafs.LocalFileSystem())
+            except Exception as exc:
+                raise SentimentError(f"{uri}: cannot download model ({exc})") from None
     return cache
 
 

@@ -11,7 +11,7 @@ import contextlib
 import dataclasses
 import logging
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -419,6 +419,7 @@ _E = EmbeddingConfig()
 
 @app.command()
 def embeddings(
+    ctx: typer.Context,
     data: Annotated[
         Path,
         typer.Option(
@@ -457,7 +458,7 @@ def embeddings(
     from sentiment.embeddings import build_embeddings, dataset_texts, save_embeddings
 
     with user_errors():
-        config = from_options(EmbeddingConfig, locals(), "w2v_")
+        config = from_options(EmbeddingConfig, ctx.params, "w2v_")
         emb = build_embeddings(config, dataset_texts(data, config.corpus))
         out = save_embeddings(emb, output)
     meta = emb.meta
@@ -634,19 +635,14 @@ def train(
     from sentiment.evaluation import category_table, results_table
     from sentiment.train_job import run_training
 
-    with user_errors():
-        if config:
-            cfg = settings_from(config, TrainConfig, ctx, RUN_OPTIONS)
-        else:
-            if not data:
-                raise SentimentError("give --data: a dataset prepared by `sentiment-jobs prepare`")
-            # word2vec takes the run's seed
-            cfg = from_options(
-                TrainConfig, {**locals(), "w2v_seed": seed}, "", {"embeddings": "w2v_"}
-            )
-        submitting = _submitting(address)
-    if submitting:
-        _submit_job("train", cfg, address, wait, python)
+    def build() -> TrainConfig:
+        if not data:
+            raise SentimentError("give --data: a dataset prepared by `sentiment-jobs prepare`")
+        params = {**ctx.params, "w2v_seed": seed}  # word2vec takes the run's seed
+        return from_options(TrainConfig, params, "", {"embeddings": "w2v_"})
+
+    cfg = _settings_or_submit(ctx, "train", TrainConfig, build)
+    if cfg is None:
         return
     with user_errors():
         result = run_training(cfg, address=_driver_address(address))
@@ -820,24 +816,21 @@ def score(
         typer.Option(help="fail: stop on a bad input file; skip: record it in the manifest."),
     ] = _S.on_bad_file,
     store: StoreOption = _S.store,
-    config: ConfigOption = "",
     address: AddressOption = "",
     wait: WaitOption = True,
     python: PythonOption = "",
+    config: ConfigOption = "",
 ) -> None:
     """Score Parquet reviews with Ray Data and commit predictions to Parquet (safe to re-run)."""
     from sentiment.score_job import run_scoring
 
-    with user_errors():
-        if config:
-            cfg = settings_from(config, ScoreConfig, ctx, RUN_OPTIONS)
-        else:
-            if not inputs:
-                raise SentimentError("give the Parquet files, directories, globs or URIs to score")
-            cfg = from_options(ScoreConfig, locals())
-        submitting = _submitting(address)
-    if submitting:
-        _submit_job("score", cfg, address, wait, python)
+    def build() -> ScoreConfig:
+        if not inputs:
+            raise SentimentError("give the Parquet files, directories, globs or URIs to score")
+        return from_options(ScoreConfig, ctx.params)
+
+    cfg = _settings_or_submit(ctx, "score", ScoreConfig, build)
+    if cfg is None:
         return
     with user_errors():
         summary = run_scoring(cfg, address=_driver_address(address))
@@ -878,6 +871,20 @@ def _echo_score_summary(output: str, manifest: dict) -> None:
 # --- Ray jobs: train/score --address, and `jobs list|status|logs|stop` --------------------
 
 
+def _settings_or_submit(ctx: typer.Context, kind: str, cls: type, build: Callable[[], Any]):
+    """The run's settings (from --config, else `build()` from the options); None once
+    submitted as a Ray job instead of run here."""
+    address, wait, python = (ctx.params[name] for name in RUN_OPTIONS)
+    with user_errors():
+        config = ctx.params["config"]
+        cfg = settings_from(config, cls, ctx, RUN_OPTIONS) if config else build()
+        submitting = _submitting(address)
+    if not submitting:
+        return cfg
+    _submit_job(kind, cfg, address, wait, python)
+    return None
+
+
 def _submitting(address: str) -> bool:
     """Submit a Ray job? Only to a dashboard (http://), and not from inside a Ray job
     (RAY_ADDRESS is set there for the driver: the command runs on that job's cluster)."""
@@ -913,7 +920,7 @@ def _submit_job(kind: str, cfg: object, address: str, wait: bool, python: str) -
         with user_errors():
             state = submit.follow(cluster, job_id, lambda text: typer.echo(text, nl=False))
             failed = state.status != "SUCCEEDED"
-            reason = submit.failure_reason(cluster, state) if failed else ""
+            reason = submit.job_failure_reason(cluster, state) if failed else ""
     except KeyboardInterrupt:
         typer.echo(f"\n{job_id} still runs; stop it: sentiment-jobs jobs stop {job_id}", err=True)
         raise typer.Exit(code=130) from None
@@ -993,7 +1000,3 @@ def jobs_stop(job_id: JobId, address: AddressOption = "") -> None:
     with user_errors():
         s = submit.stop(_cluster(address), job_id)
     typer.echo(f"{s.job_id} {s.status}")
-
-
-def main() -> None:
-    app()

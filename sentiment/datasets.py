@@ -44,7 +44,7 @@ __all__ = [
     "Columns",
     "PrepareReport",
     "dataset_fingerprint",
-    "detect_format",
+    "detect_source_format",
     "hashed_split",
     "prepare",
     "read_prepared",
@@ -78,11 +78,15 @@ def hashed_split(key: str, test_fraction: float = 0.2) -> str:
 
     About `test_fraction` of all keys fall in test; a given key's split never changes.
     """
-    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
-    return "test" if int.from_bytes(digest, "big") / 2**64 < test_fraction else "train"
+    return "test" if hash_fraction(key) < test_fraction else "train"
 
 
-def detect_format(path: Path) -> str:
+def hash_fraction(key: str) -> float:
+    """A deterministic number in [0, 1) from a string: the same on every machine and run."""
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") / 2**64
+
+
+def detect_source_format(path: Path) -> str:
     """The source format of `path`, from its suffix, its folder layout, or a `__label__` line."""
     if path.is_dir():
         if any(path.glob("*.review")) or any(path.glob("*/*.review")):
@@ -288,7 +292,7 @@ def _read_source(
         log.info("read %d reviews from the archive %s", got.labelled.num_rows, path)
         return got.labelled, got
     try:
-        fmt = detect_format(path) if fmt == "auto" else fmt
+        fmt = detect_source_format(path) if fmt == "auto" else fmt
         if fmt == "amazon":
             parts = [read_amazon(f, options["test_from"]) for f in amazon_files(path)]
             table = pa.concat_tables(parts)

@@ -175,7 +175,7 @@ def _with_specials(vectors: np.ndarray) -> np.ndarray:
     return matrix
 
 
-def detect_format(path: Path) -> str:
+def detect_vectors_format(path: Path) -> str:
     """Guess a vectors file's format from its name and first line; pickles are never guessed."""
     if path.is_dir():
         if (path / VECTORS).exists() and (path / VOCAB).exists():
@@ -212,7 +212,7 @@ def _pretrained(path: Path, fmt: str, sentences: Sentences | None, limit: int | 
     if not path.exists():
         raise SentimentError(f"{path}: no such file or directory")
     if fmt == "auto":
-        fmt = detect_format(path)
+        fmt = detect_vectors_format(path)
     if fmt == "saved":
         emb = load_embeddings(path)
         return Embeddings(emb.vocab, emb.matrix, {**emb.meta, "loaded_from": str(path)})

@@ -269,7 +269,7 @@ def stop(cluster: Cluster, job_id: str, timeout_s: float = 60.0) -> JobState:
     return wait(cluster, job_id, timeout_s)
 
 
-def failure_reason(cluster: Cluster, state: JobState) -> str:
+def job_failure_reason(cluster: Cluster, state: JobState) -> str:
     """One line: Ray's message (its first line) and the last `error:` line of the job's logs."""
     message = state.message.splitlines()[0] if state.message else state.status.lower()
     message = message.split(", last available logs")[0]

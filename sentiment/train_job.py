@@ -12,10 +12,8 @@ import hashlib
 import json
 import logging
 import math
-import shutil
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -195,7 +193,6 @@ def run_training(cfg: TrainConfig, address: str = "") -> TrainResult:
             "vocab": embeddings.vocab.words,
             "phrases": phrases.pairs if phrases else [],
             "matrix": embeddings.matrix,
-            "embeddings": embeddings.meta,
         },
         scaling_config=ScalingConfig(
             num_workers=num_workers, use_gpu=cfg.use_gpu, resources_per_worker=resources
@@ -295,12 +292,8 @@ def _embeddings(cfg: TrainConfig, texts: list[str]):
         log.info("word2vec vectors from the cache %s", cache)
         return load_embeddings(cache)
     embeddings = build_embeddings(cfg.embeddings, texts)
-    tmp = cache.with_name(f".{key}-{uuid.uuid4().hex[:8]}")
-    save_embeddings(embeddings, tmp)
-    try:
-        tmp.rename(cache)  # atomic: a concurrent run finds the whole cache entry or none
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with artifacts.cache_entry(cache) as tmp:
+        save_embeddings(embeddings, tmp)
     return embeddings
 
 

@@ -7,7 +7,6 @@ result. The Ray Train loop in `sentiment.train_job` calls these same functions.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -21,6 +20,7 @@ import pyarrow.compute as pc
 import torch
 import torch.nn.functional as F
 
+from sentiment.datasets import hash_fraction
 from sentiment.evaluation import summarize
 from sentiment.text import Vocabulary, pad_batch
 
@@ -87,11 +87,6 @@ def lr_schedule(
     return lambda step: (
         base * 0.5 * (1 + math.cos(math.pi * (epoch * steps_per_epoch + step) / total))
     )
-
-
-def hash_fraction(key: str) -> float:
-    """A deterministic number in [0, 1) from a string: the same on every machine and run."""
-    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") / 2**64
 
 
 def in_validation(key: str, val_fraction: float) -> bool:

@@ -17,7 +17,7 @@ from sentiment.config import SentimentError
 from sentiment.datasets import (
     SCHEMA,
     Columns,
-    detect_format,
+    detect_source_format,
     hashed_split,
     prepare,
     read_prepared,
@@ -417,7 +417,7 @@ def test_default_columns_parquet_folder(tmp_path: Path) -> None:
     folder.mkdir()
     write_table(folder / "a.parquet", [{"text": "good", "label": 1}, {"text": "bad", "label": 0}])
     write_table(folder / "b.parquet", [{"text": "meh", "label": True}])
-    assert detect_format(folder) == "parquet"
+    assert detect_source_format(folder) == "parquet"
     prepare([folder], tmp_path / "ds", split="test")
     rows = read_dataset(tmp_path / "ds")
     assert [r["review_id"] for r in rows] == ["reviews/0", "reviews/1", "reviews/2"]
@@ -585,7 +585,7 @@ def test_only_empty_text_is_an_error(tmp_path: Path) -> None:
 def test_detect_format(tmp_path: Path, name: str, fmt: str) -> None:
     path = tmp_path / name
     path.write_text("__label__pos fine\n")
-    assert detect_format(path) == fmt
+    assert detect_source_format(path) == fmt
 
 
 def test_read_prepared(tmp_path: Path) -> None:

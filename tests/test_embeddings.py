@@ -20,7 +20,7 @@ from sentiment.embeddings import (
     Embeddings,
     build_embeddings,
     coverage,
-    detect_format,
+    detect_vectors_format,
     load_embeddings,
     read_texts,
     save_embeddings,
@@ -173,7 +173,7 @@ def test_word2vec_is_bitwise_reproducible_across_processes(tmp_path: Path) -> No
     ],
 )
 def test_pretrained_formats_detected_and_loaded(path: Path, fmt: str, dim: int, first: str) -> None:
-    assert detect_format(path) == fmt
+    assert detect_vectors_format(path) == fmt
     emb = build_embeddings(EmbeddingConfig(source=str(path)))
     assert emb.meta["format"] == fmt and emb.dim == dim and emb.vocab.words[2] == first
     assert emb.matrix.dtype == np.float32 and not emb.matrix[:2].any()
@@ -319,12 +319,12 @@ def test_dimension_mismatch_in_text_file(tmp_path: Path) -> None:
 def test_detect_format(tmp_path: Path, name: str, content: str, expected: str | None) -> None:
     path = tmp_path / name
     path.write_text(content)
-    assert detect_format(path) == (expected or "word2vec-binary")
+    assert detect_vectors_format(path) == (expected or "word2vec-binary")
 
 
 def test_detect_format_refuses_directories_without_embeddings(tmp_path: Path) -> None:
     with pytest.raises(SentimentError, match=r"without vectors\.npy"):
-        detect_format(tmp_path)
+        detect_vectors_format(tmp_path)
 
 
 def test_read_texts(tmp_path: Path) -> None:

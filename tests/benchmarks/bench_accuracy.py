@@ -44,11 +44,11 @@ import common
 from common import AMAZON, CACHE, amazon_embeddings, plain_train, prepared_amazon, write_section
 
 from sentiment.config import ModelConfig, TrainConfig
-from sentiment.datasets import read_prepared, split_keys
+from sentiment.datasets import hash_fraction, read_prepared, split_keys
 from sentiment.evaluation import expected_calibration_error, fit_temperature, summarize
 from sentiment.models import calibrate
 from sentiment.text import tokenize
-from sentiment.training import encode_split, hash_fraction, length_batches, predict
+from sentiment.training import encode_split, length_batches, predict
 
 CATEGORIES = ("books", "dvd", "electronics", "kitchen")
 C_GRID = (1, 3, 10, 30, 100)

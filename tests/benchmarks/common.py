@@ -73,7 +73,7 @@ def use_fold(fold: int) -> None:
     seeds each on its own fold validate on three times as many reviews."""
     global EMB_KEY_SUFFIX
     from sentiment import train_job
-    from sentiment.training import hash_fraction
+    from sentiment.datasets import hash_fraction
 
     def in_fold(key: str, val_fraction: float) -> bool:
         h = hash_fraction(f"val:{key}")
