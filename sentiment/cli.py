@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import logging
 import sys
+import typing
 from collections.abc import Callable, Iterator, Sequence
 from enum import Enum
 from pathlib import Path
@@ -20,16 +22,9 @@ import typer
 
 from sentiment import datasets, download
 from sentiment.config import (
-    BAD_FILE_POLICIES,
-    LR_SCHEDULES,
-    READOUTS,
-    VARIANTS,
-    VECTOR_FORMATS,
     EmbeddingConfig,
-    ModelConfig,
     ScoreConfig,
     SentimentError,
-    TextConfig,
     TrainConfig,
 )
 
@@ -62,28 +57,118 @@ def choices(name: str, values: Sequence[str]) -> type[Enum]:
     return Enum(name, {v: v for v in values}, type=str)
 
 
-def from_options(
-    cls: type, params: dict[str, Any], prefix: str = "", groups: dict[str, str] | None = None
-):
-    """A config dataclass from a command's parameters, each named after the field it sets
-    (`prefix` + field name; a nested dataclass field's own fields take `groups[field]`).
-    Fields without a parameter keep their defaults."""
+def _nested(f: dataclasses.Field) -> type | None:
+    factory = f.default_factory
+    return factory if callable(factory) and dataclasses.is_dataclass(factory) else None
+
+
+def options(
+    cls: type,
+    prefix: str = "--",
+    groups: dict[str, str] | None = None,
+    spell: dict[str, str] | None = None,
+    skip: Sequence[str] = (),
+    root: str = "",
+) -> list[inspect.Parameter]:
+    """A Typer option for every `config.setting` of a config dataclass, nested ones too.
+
+    Each is named after its field's path (`model__hidden_size`, as `from_options` reads
+    it) and spelled `prefix` + field name (`groups[field]` in a nested dataclass), unless
+    the field (or `spell`, by dotted path) says otherwise; default, help and choices are
+    the field's own. `root` names the dataclass itself (`root__field`), when its field
+    names would clash with the command's own.
+    """
+    found: list[inspect.Parameter] = []
+
+    def walk(cls: type, path: str, prefix: str) -> None:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            dotted = path + f.name
+            if _nested(f):
+                walk(_nested(f), dotted + ".", (groups or {}).get(f.name, prefix))
+                continue
+            if "help" not in f.metadata or dotted in skip:
+                continue
+            extra = dict(f.metadata)
+            decl = (spell or {}).get(dotted) or extra.pop("option", None)
+            decl = decl or prefix + f.name.replace("_", "-")
+            extra.pop("option", None)
+            kind, default = hints[f.name], f.default
+            if "choices" in extra:
+                kind = choices(f"{cls.__name__}.{f.name}", extra.pop("choices"))
+            elif typing.get_origin(kind) is tuple:
+                kind, default = list[str] | None, None
+            if kind is bool and "/" not in decl:
+                decl = f"{decl}/--no-{decl[2:]}"
+            option = typer.Option(decl, **extra)
+            found.append(
+                inspect.Parameter(
+                    dotted.replace(".", "__"),
+                    inspect.Parameter.KEYWORD_ONLY,
+                    default=default,
+                    annotation=Annotated[kind, option],
+                )
+            )
+
+    walk(cls, f"{root}." if root else "", prefix)
+    return found
+
+
+def with_options(cls: type, run: bool = False, **how: Any) -> Callable[[Callable], Callable]:
+    """Give a command the options of `cls` (see `options`) beside its own: its required
+    options and arguments first, the settings, its other options, then with `run` where
+    the run goes (RUN_OPTIONS) and --config. The command reads them from `ctx.params`."""
+
+    def decorate(command: Callable) -> Callable:
+        hints = typing.get_type_hints(command, include_extras=True)
+        own = [
+            p.replace(annotation=hints[p.name], kind=inspect.Parameter.KEYWORD_ONLY)
+            for p in inspect.signature(command).parameters.values()
+            if p.kind != inspect.Parameter.VAR_KEYWORD
+        ]
+
+        def first(p: inspect.Parameter) -> bool:
+            info = typing.get_args(p.annotation)[1:]
+            return p.default is p.empty or any(
+                isinstance(i, typer.models.ArgumentInfo) for i in info
+            )
+
+        params = [p for p in own if first(p)]
+        params += options(cls, **how) + [p for p in own if not first(p)]
+        if run:
+            params += [
+                inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=d, annotation=a)
+                for name, a, d in (
+                    ("address", AddressOption, ""),
+                    ("wait", WaitOption, True),
+                    ("python", PythonOption, ""),
+                    ("config", ConfigOption, ""),
+                )
+            ]
+        command.__signature__ = inspect.Signature(params)
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        return command
+
+    return decorate
+
+
+def from_options(cls: type, params: dict[str, Any], path: str = "") -> Any:
+    """A config dataclass from a command's parameters (see `options`); fields without a
+    parameter keep their defaults."""
     kwargs = {}
     for f in dataclasses.fields(cls):
-        if dataclasses.is_dataclass(f.default_factory if callable(f.default_factory) else None):
-            nested = (groups or {}).get(f.name, prefix)
-            kwargs[f.name] = from_options(f.default_factory, params, nested, groups)
-            continue
-        value = params.get(prefix + f.name)
-        if value is None and prefix + f.name not in params:
-            continue
-        if isinstance(value, Enum):
-            value = value.value
-        elif isinstance(value, list):
-            value = tuple(value)
-        elif value is None and isinstance(f.default, tuple):
-            value = f.default
-        kwargs[f.name] = value
+        name = path + f.name
+        if _nested(f):
+            kwargs[f.name] = from_options(_nested(f), params, name + "__")
+        elif name in params:
+            value = params[name]
+            if isinstance(value, Enum):
+                value = value.value
+            elif isinstance(value, list):
+                value = tuple(value)
+            elif value is None and isinstance(f.default, tuple):
+                value = f.default
+            kwargs[f.name] = value
     return cls(**kwargs)
 
 
@@ -196,7 +281,9 @@ class DownloadName(str, Enum):
 
 
 @app.command()
+@with_options(datasets.Columns, root="columns")
 def prepare(
+    ctx: typer.Context,
     output: Annotated[
         Path, typer.Option("--output", "-o", help="Dataset directory to write.", show_default=False)
     ],
@@ -230,29 +317,6 @@ def prepare(
     fmt: Annotated[
         SourceFormat, typer.Option("--format", help="Source format; auto: from each path.")
     ] = SourceFormat.auto,
-    text_column: Annotated[str, typer.Option(help="Table sources: the text column.")] = "text",
-    label_column: Annotated[
-        str, typer.Option(help="Table sources: the label column (0/1, pos/neg).")
-    ] = "label",
-    id_column: Annotated[
-        str | None, typer.Option(help="Table sources: a unique id column (default: file/row).")
-    ] = None,
-    category_column: Annotated[
-        str | None, typer.Option(help="Table sources: a category column (default: file name).")
-    ] = None,
-    split_column: Annotated[
-        str | None, typer.Option(help="Table sources: a train/test column (default: by hash).")
-    ] = None,
-    group_column: Annotated[
-        str | None,
-        typer.Option(
-            help="Table sources: rows that must share a split (e.g. a product id): the hashed "
-            "test split and training's validation carve keep each group on one side."
-        ),
-    ] = None,
-    rating_column: Annotated[
-        str | None, typer.Option(help="Table sources: a star-rating column.")
-    ] = None,
     split: Annotated[
         SplitName | None,
         typer.Option(help="Put every row in this split (e.g. a DLStudio file named neither way)."),
@@ -264,17 +328,9 @@ def prepare(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an existing dataset at --output.")
     ] = False,
+    **columns: Any,
 ) -> None:
     """Read review sources into one canonical Parquet dataset with a train/test split."""
-    columns = datasets.Columns(
-        text=text_column,
-        label=label_column,
-        id=id_column,
-        category=category_column,
-        split=split_column,
-        rating=rating_column,
-        group=group_column,
-    )
     sources = list(sources or [])
     with user_errors():
         if download_name is not None:
@@ -286,7 +342,7 @@ def prepare(
                 sources,
                 output,
                 fmt=fmt.value,
-                columns=columns,
+                columns=from_options(datasets.Columns, ctx.params, "columns__"),
                 split=split.value if split else None,
                 test_fraction=test_fraction,
                 overwrite=overwrite,
@@ -361,63 +417,13 @@ def _echo_prepare_report(report: datasets.PrepareReport) -> None:
 
 # --- embeddings ------------------------------------------------------------------------
 
-# The word2vec options of `embeddings` and `train`: one spelling (--w2v-*) and, like
-# every option here, the default of the config field it sets (config.py).
-W2vDim = Annotated[
-    int, typer.Option("--w2v-dim", min=1, help="word2vec vector size (pretrained: their own).")
-]
-W2vMinCount = Annotated[
-    int, typer.Option("--w2v-min-count", min=1, help="word2vec: drop rarer words.")
-]
-W2vWindow = Annotated[int, typer.Option("--w2v-window", min=1, help="word2vec context window.")]
-W2vEpochs = Annotated[
-    int | None,
-    typer.Option(
-        "--w2v-epochs",
-        min=1,
-        show_default=False,
-        help="word2vec passes over the text. [default: about 36 M token updates, 5 to 40]",
-    ),
-]
-W2vSkipgram = Annotated[
-    bool, typer.Option("--w2v-skipgram/--w2v-cbow", help="word2vec architecture.")
-]
-W2vWorkers = Annotated[
-    int, typer.Option("--w2v-workers", min=1, help="word2vec threads; only 1 is reproducible.")
-]
-W2vNegative = Annotated[
-    int, typer.Option("--w2v-negative", min=1, help="word2vec negative samples.")
-]
-W2vSample = Annotated[
-    float, typer.Option("--w2v-sample", help="word2vec down-sampling threshold of frequent words.")
-]
-W2vPhrases = Annotated[
-    float,
-    typer.Option(
-        "--w2v-phrases",
-        help="Join word pairs that gensim Phrases scores above this ('not_good') before "
-        "word2vec; training and scoring join the same pairs (phrases.txt). 0: none.",
-    ),
-]
-W2vCorpus = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--w2v-corpus",
-        help="More text for word2vec: Parquet files/directories with a 'text' column "
-        "(repeatable), e.g. `prepare`'s <dataset>.unlabeled. Held-out reviews are left out.",
-    ),
-]
-VectorsFormat = choices("VectorsFormat", VECTOR_FORMATS)
-FORMAT_HELP = (
-    "Format of the pretrained vectors; auto: from the name and first line. keyedvectors "
-    "(gensim .kv/.model) is a pickle that can run code when loaded: never guessed, only for "
-    "files you trust."
-)
-LIMIT_HELP = "Pretrained: keep the first N vectors of the file."
-_E = EmbeddingConfig()
+# word2vec's options are --w2v-* here and in `train`; the vectors' own (source, format,
+# limit) are --source, --format and --limit here, --embeddings* in `train`.
+W2V = "--w2v-"
 
 
 @app.command()
+@with_options(EmbeddingConfig, prefix=W2V)
 def embeddings(
     ctx: typer.Context,
     data: Annotated[
@@ -432,33 +438,13 @@ def embeddings(
             help="Directory for vectors.npy, vocab.txt and embeddings.json.", show_default=False
         ),
     ],
-    w2v_source: Annotated[
-        str,
-        typer.Option(
-            "--source",
-            help="'train': word2vec on the train split; or pretrained vectors (word2vec "
-            ".bin/.txt/.vec, GloVe .txt, gensim KeyedVectors, a saved embeddings dir).",
-        ),
-    ] = _E.source,
-    w2v_format: Annotated[VectorsFormat, typer.Option("--format", help=FORMAT_HELP)] = _E.format,
-    w2v_limit: Annotated[int | None, typer.Option("--limit", min=1, help=LIMIT_HELP)] = _E.limit,
-    w2v_seed: Annotated[int, typer.Option("--seed", help="word2vec random seed.")] = _E.seed,
-    w2v_dim: W2vDim = _E.dim,
-    w2v_min_count: W2vMinCount = _E.min_count,
-    w2v_window: W2vWindow = _E.window,
-    w2v_epochs: W2vEpochs = _E.epochs,
-    w2v_sg: W2vSkipgram = _E.sg,
-    w2v_workers: W2vWorkers = _E.workers,
-    w2v_negative: W2vNegative = _E.negative,
-    w2v_sample: W2vSample = _E.sample,
-    w2v_phrases: W2vPhrases = _E.phrases,
-    w2v_corpus: W2vCorpus = None,
+    **settings: Any,
 ) -> None:
     """Train word2vec on a dataset's train split, or load pretrained vectors; save them."""
     from sentiment.embeddings import build_embeddings, dataset_texts, save_embeddings
 
     with user_errors():
-        config = from_options(EmbeddingConfig, ctx.params, "w2v_")
+        config = from_options(EmbeddingConfig, ctx.params)
         emb = build_embeddings(config, dataset_texts(data, config.corpus))
         out = save_embeddings(emb, output)
     meta = emb.meta
@@ -475,177 +461,34 @@ def embeddings(
 
 # --- train -----------------------------------------------------------------------------
 
-Variant = choices("Variant", VARIANTS)
-Readout = choices("Readout", READOUTS)
-LrSchedule = choices("LrSchedule", LR_SCHEDULES)
-ResourceTimeout = Annotated[
-    float,
-    typer.Option(
-        "--resource-timeout",
-        envvar="SENTIMENT_RESOURCE_TIMEOUT",
-        help="Seconds to wait for room for the workers or actors (or for a stalled run to "
-        "move) before failing with the missing resource named.",
-    ),
-]
-_T, _M = TrainConfig(), ModelConfig()
-
 
 @app.command()
-def train(
-    ctx: typer.Context,
-    data: Annotated[
-        str, typer.Option(help="Prepared dataset (directory or URI) from `prepare`.")
-    ] = _T.data,
-    variant: Annotated[Variant, typer.Option("--model", help="GRU variant.")] = _M.variant,
-    epochs: Annotated[int, typer.Option(help="Passes over the training split.")] = _T.epochs,
-    lr: Annotated[float, typer.Option(help="Adam(W) learning rate.")] = _T.lr,
-    lr_schedule: Annotated[LrSchedule, typer.Option(help="Learning rate over the run.")] = (
-        _T.lr_schedule
-    ),
-    grad_clip: Annotated[
-        float, typer.Option(help="Largest gradient norm (0: no clipping).")
-    ] = _T.grad_clip,
-    batch_size: Annotated[
-        int, typer.Option(help="Reviews per step, length-bucketed.")
-    ] = _T.batch_size,
-    hidden_size: Annotated[int, typer.Option(help="GRU state size.")] = _M.hidden_size,
-    layers: Annotated[int, typer.Option(help="Stacked recurrent layers.")] = _M.layers,
-    dropout: Annotated[
-        float, typer.Option(help="Dropout on the words, between layers and before the head.")
-    ] = _M.dropout,
-    bidirectional: Annotated[
-        bool, typer.Option(help="Also read right to left (always on for grub).")
-    ] = _M.bidirectional,
-    readout: Annotated[
-        Readout,
-        typer.Option(help="How the states become one vector: last token, max/mean over time."),
-    ] = _M.readout,
-    freeze_embeddings: Annotated[
-        bool,
-        typer.Option(
-            "--freeze-embeddings/--trainable-embeddings", help="Keep the word vectors fixed."
-        ),
-    ] = _M.freeze_embeddings,
-    reset_after: Annotated[
-        bool, typer.Option(help="gruh: reset gate after U_h h, as nn.GRU.")
-    ] = _M.reset_after,
-    word_bias: Annotated[
-        bool,
-        typer.Option(help="Add a learned per-word score, averaged over the review, to the logit."),
-    ] = _M.word_bias,
-    word_dropout: Annotated[
-        float, typer.Option(help="Training: share of words blanked out at random.")
-    ] = _M.word_dropout,
-    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = _T.weight_decay,
-    label_smoothing: Annotated[
-        float, typer.Option(help="Label smoothing of the loss.")
-    ] = _T.label_smoothing,
-    embedding_lr: Annotated[
-        float, typer.Option(help="With --trainable-embeddings: their learning rate (0: --lr).")
-    ] = _T.embedding_lr,
-    max_tokens: Annotated[
-        int, typer.Option(help="Known tokens kept per review (head).")
-    ] = TextConfig().max_tokens,
-    val_fraction: Annotated[
-        float,
-        typer.Option(
-            help="Part of the train split held out for validation (whole groups: a product's "
-            "reviews are all held out or all trained on)."
-        ),
-    ] = _T.val_fraction,
-    calibrate: Annotated[
-        bool,
-        typer.Option(
-            help="With --val-fraction: fit a temperature on the validation reviews so that "
-            "p_positive is calibrated (stored in config.json, applied when scoring)."
-        ),
-    ] = _T.calibrate,
-    ensemble: Annotated[
-        int,
-        typer.Option(
-            min=1,
-            help="Train this many models (seeds --seed, --seed+1, ...) and publish their "
-            "ensemble (probabilities averaged) as the model.",
-        ),
-    ] = _T.ensemble,
-    seed: Annotated[int, typer.Option(help="Seed for weights, shuffling and word2vec.")] = _T.seed,
-    w2v_source: Annotated[
-        str,
-        typer.Option(
-            "--embeddings",
-            help="'train' (word2vec on the train split), or pretrained vectors / a saved "
-            "embeddings dir.",
-        ),
-    ] = _E.source,
-    w2v_format: Annotated[
-        VectorsFormat, typer.Option("--embeddings-format", help=FORMAT_HELP)
-    ] = _E.format,
-    w2v_limit: Annotated[
-        int | None, typer.Option("--embeddings-limit", min=1, help=LIMIT_HELP)
-    ] = _E.limit,
-    w2v_dim: W2vDim = _E.dim,
-    w2v_min_count: W2vMinCount = _E.min_count,
-    w2v_window: W2vWindow = _E.window,
-    w2v_epochs: W2vEpochs = _E.epochs,
-    w2v_sg: W2vSkipgram = _E.sg,
-    w2v_workers: W2vWorkers = _E.workers,
-    w2v_negative: W2vNegative = _E.negative,
-    w2v_sample: W2vSample = _E.sample,
-    w2v_phrases: W2vPhrases = _E.phrases,
-    w2v_corpus: W2vCorpus = None,
-    workers: Annotated[int, typer.Option(help="Ray Train workers (data-parallel).")] = _T.workers,
-    min_workers: Annotated[
-        int,
-        typer.Option(
-            help="Elastic: go on with as few as this many workers when nodes are lost "
-            "(0: always --workers)."
-        ),
-    ] = _T.min_workers,
-    use_gpu: Annotated[bool, typer.Option(help="One GPU per worker.")] = _T.use_gpu,
-    gpus_per_worker: Annotated[
-        float, typer.Option(help="GPUs per worker with --use-gpu.")
-    ] = _T.gpus_per_worker,
-    cpus_per_worker: Annotated[
-        float, typer.Option(help="CPUs reserved per worker.")
-    ] = _T.cpus_per_worker,
-    threads_per_worker: Annotated[
-        int, typer.Option("--threads", help="torch threads per worker (0: one per CPU reserved).")
-    ] = _T.threads_per_worker,
-    max_failures: Annotated[
-        int,
-        typer.Option(help="Worker or node failures to recover from (from the last checkpoint)."),
-    ] = _T.max_failures,
-    resource_timeout_s: ResourceTimeout = _T.resource_timeout_s,
-    store: StoreOption = _T.store,
-    storage_path: Annotated[
-        str,
-        typer.Option(
-            help="Ray Train run storage (dir or URI); default $SENTIMENT_JOBS_HOME/train."
-        ),
-    ] = _T.storage_path,
-    name: Annotated[
-        str, typer.Option(help="Run name; the same name resumes an interrupted run.")
-    ] = _T.name,
-    config: ConfigOption = "",
-    address: AddressOption = "",
-    wait: WaitOption = True,
-    python: PythonOption = "",
-) -> None:
+@with_options(
+    TrainConfig,
+    run=True,
+    groups={"embeddings": W2V},
+    spell={
+        "embeddings.source": "--embeddings",
+        "embeddings.format": "--embeddings-format",
+        "embeddings.limit": "--embeddings-limit",
+    },
+    skip=("embeddings.seed",),  # word2vec takes the run's --seed
+)
+def train(ctx: typer.Context, **settings: Any) -> None:
     """Train a GRU classifier with Ray Train and publish it to the model store."""
     from sentiment.evaluation import category_table, results_table
     from sentiment.train_job import run_training
 
     def build() -> TrainConfig:
-        if not data:
+        if not settings["data"]:
             raise SentimentError("give --data: a dataset prepared by `sentiment-jobs prepare`")
-        params = {**ctx.params, "w2v_seed": seed}  # word2vec takes the run's seed
-        return from_options(TrainConfig, params, "", {"embeddings": "w2v_"})
+        return from_options(TrainConfig, {**ctx.params, "embeddings__seed": settings["seed"]})
 
     cfg = _settings_or_submit(ctx, "train", TrainConfig, build)
     if cfg is None:
         return
     with user_errors():
-        result = run_training(cfg, address=_driver_address(address))
+        result = run_training(cfg, address=_driver_address(settings["address"]))
     m = result.metrics
     typer.echo("\n" + results_table([m]))
     if m.get("test"):
@@ -723,103 +566,15 @@ def ensemble(
 # --- score -----------------------------------------------------------------------------
 
 
-BadFilePolicy = choices("BadFilePolicy", BAD_FILE_POLICIES)
-_S = ScoreConfig()
-
-
 @app.command()
+@with_options(ScoreConfig, run=True)
 def score(
     ctx: typer.Context,
     inputs: Annotated[
         list[str] | None,
         typer.Argument(help="Parquet files, directories, globs or URIs.", show_default=False),
     ] = None,
-    model: Annotated[
-        str, typer.Option(help="Model directory or URI, or 'latest' or a model id in the store.")
-    ] = _S.model,
-    output: Annotated[
-        str,
-        typer.Option(help="Output directory (default: next to the first input, <name>.scored)."),
-    ] = _S.output,
-    text_column: Annotated[
-        str, typer.Option(help="Column holding the review text.")
-    ] = _S.text_column,
-    id_column: Annotated[
-        str,
-        typer.Option(
-            help="Column identifying rows (default: review_id if present, else a row_id is "
-            "added from file and row)."
-        ),
-    ] = _S.id_column,
-    batch_size: Annotated[
-        int, typer.Option(help="Rows per Ray Data batch (sorted by length inside).")
-    ] = _S.batch_size,
-    model_batch_size: Annotated[
-        int, typer.Option(help="Reviews per forward pass; 0: 128 on CPU, 1024 on a GPU.")
-    ] = _S.model_batch_size,
-    actors: Annotated[
-        int,
-        typer.Option(
-            help="A fixed number of scoring actors (0: from --min-actors up to --max-actors)."
-        ),
-    ] = _S.actors,
-    min_actors: Annotated[
-        int,
-        typer.Option(
-            min=0,
-            help="The pool never shrinks below this (0: as many as the alive nodes hold at "
-            "the start: one per GPU, or per CPU core).",
-        ),
-    ] = _S.min_actors,
-    max_actors: Annotated[
-        int,
-        typer.Option(
-            min=0,
-            help="The pool may grow to this many as an autoscaler adds nodes (0: no more "
-            "than at the start).",
-        ),
-    ] = _S.max_actors,
-    gpus_per_actor: Annotated[
-        float, typer.Option(help="GPUs per actor (-1: 1 when the cluster has GPUs, else 0).")
-    ] = _S.gpus_per_actor,
-    cpus_per_actor: Annotated[
-        float, typer.Option(help="CPUs reserved per actor (0: leave one CPU to read/write).")
-    ] = _S.cpus_per_actor,
-    max_tokens: Annotated[
-        int,
-        typer.Option(
-            help="Known tokens read per review; longer ones are truncated and marked (0: the "
-            "model's setting, 400 by default)."
-        ),
-    ] = _S.max_tokens,
-    resource_timeout_s: ResourceTimeout = _S.resource_timeout_s,
-    rows_per_file: Annotated[
-        int,
-        typer.Option(
-            min=1,
-            help="Input rows (whole row groups) read, scored and written together: at most "
-            "this many per output file, and what a lost node makes the run score again.",
-        ),
-    ] = _S.rows_per_file,
-    max_attempts: Annotated[
-        int,
-        typer.Option(
-            min=1,
-            help="Attempts of the pipeline when nodes are lost, each over what is left unscored.",
-        ),
-    ] = _S.max_attempts,
-    incremental: Annotated[
-        bool, typer.Option(help="Only score input files the committed manifest does not list.")
-    ] = _S.incremental,
-    on_bad_file: Annotated[
-        BadFilePolicy,
-        typer.Option(help="fail: stop on a bad input file; skip: record it in the manifest."),
-    ] = _S.on_bad_file,
-    store: StoreOption = _S.store,
-    address: AddressOption = "",
-    wait: WaitOption = True,
-    python: PythonOption = "",
-    config: ConfigOption = "",
+    **settings: Any,
 ) -> None:
     """Score Parquet reviews with Ray Data and commit predictions to Parquet (safe to re-run)."""
     from sentiment.score_job import run_scoring
@@ -833,7 +588,7 @@ def score(
     if cfg is None:
         return
     with user_errors():
-        summary = run_scoring(cfg, address=_driver_address(address))
+        summary = run_scoring(cfg, address=_driver_address(settings["address"]))
     _echo_score_summary(summary.output, summary.manifest)
 
 

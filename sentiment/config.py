@@ -24,6 +24,13 @@ LR_SCHEDULES = ("cosine", "constant")  # cosine: decay to 0 over the run
 BAD_FILE_POLICIES = ("fail", "skip")
 
 
+def setting(default: Any = dataclasses.MISSING, help: str = "", **option: Any) -> Any:
+    """A config field that is also a command-line option (cli.py builds the options from
+    these): its help, and Typer's extras in `option`: `option` (its spelling when not
+    --<field-name>), `choices` (the allowed names), `min`, `envvar`."""
+    return field(default=default, metadata={"help": help, **option})
+
+
 class SentimentError(Exception):
     """A user-facing error: bad input, bad settings, a missing file.
 
@@ -61,7 +68,7 @@ class TextConfig:
     """How text becomes token ids; identical at training and scoring time."""
 
     tokenizer: str = "words-v1"  # the only one so far; recorded so a change is detectable
-    max_tokens: int = 400  # known tokens kept per review (the head); longer ones are truncated
+    max_tokens: int = setting(400, "Known tokens kept per review (the head); longer ones are cut.")
     phrases: int = 0  # word pairs joined into one token (phrases.txt); set from the embeddings
 
     def __post_init__(self) -> None:
@@ -74,10 +81,8 @@ class TextConfig:
             raise SentimentError(f"phrases must be an integer >= 0, got {self.phrases!r}")
 
 
-# word2vec's quality on a small corpus grows with passes over it (validation accuracy
-# downstream on 5,760 Amazon reviews: 20 epochs 87.4 %, 30 epochs 88.3 %, 40 epochs 88.6 %,
-# means over seeds in tests/benchmarks/RESULTS.md), while a large corpus needs few: the
-# default budget is 40 passes over those reviews' 911,392 tokens, 5 to 40 epochs.
+# word2vec on a small corpus gains with passes over it (tests/benchmarks/RESULTS.md), a large
+# corpus needs few: the budget is 40 passes over the Amazon train split's 911,392 tokens.
 WORD2VEC_UPDATES = 36_000_000
 
 
@@ -90,27 +95,49 @@ def word2vec_epochs(n_tokens: int) -> int:
 class EmbeddingConfig:
     """Where the word vectors come from: trained with gensim word2vec, or a pretrained file."""
 
-    source: str = "train"  # "train", or a path to pretrained vectors / a saved embeddings dir
-    format: str = "auto"  # auto | word2vec-binary | word2vec-text | glove | keyedvectors | saved
-    dim: int = 300  # word2vec size when training (the Google News vectors are 300-d)
-    min_count: int = 2
-    window: int = 5
-    negative: int = 5  # negative samples per positive pair (gensim's default)
-    sample: float = 1e-3  # down-sampling threshold of frequent words (gensim's default)
-    # > 0: before word2vec, gensim `Phrases` joins word pairs scoring above this threshold
-    # (its default score; gensim's default threshold is 10) into one token, "not_good".
-    phrases: float = 0.0
-    # Parquet files/directories with a `text` column: more text for word2vec (never the
-    # training dataset's held-out reviews: texts equal to one are left out).
-    corpus: tuple[str, ...] = ()
-    # None: enough epochs for about WORD2VEC_UPDATES token updates, 5 to 40 (`word2vec_epochs`).
-    epochs: int | None = None
-    # Skip-gram: on 6,400 reviews it beat CBOW (the Google News recipe) by 3.3 points of
-    # validation accuracy downstream (tests/benchmarks/RESULTS.md); it trains slower.
-    sg: bool = True
-    seed: int = 0
-    workers: int = 1  # 1 is reproducible run to run; more are faster but not
-    limit: int | None = None  # keep at most this many pretrained vectors (file order)
+    source: str = setting(
+        "train",
+        "'train': word2vec on the train split; or pretrained vectors (word2vec .bin/.txt/.vec, "
+        "GloVe .txt, gensim KeyedVectors, a saved embeddings dir).",
+        option="--source",
+    )
+    format: str = setting(
+        "auto",
+        "Format of the pretrained vectors; auto: from the name and first line. keyedvectors "
+        "(gensim .kv/.model) is a pickle that can run code when loaded: never guessed, only "
+        "for files you trust.",
+        option="--format",
+        choices=VECTOR_FORMATS,
+    )
+    dim: int = setting(300, "word2vec vector size (pretrained: their own).", min=1)
+    min_count: int = setting(2, "word2vec: drop rarer words.", min=1)
+    window: int = setting(5, "word2vec context window.", min=1)
+    negative: int = setting(5, "word2vec negative samples per positive pair.", min=1)
+    sample: float = setting(1e-3, "word2vec down-sampling threshold of frequent words.")
+    phrases: float = setting(
+        0.0,
+        "Join word pairs that gensim Phrases scores above this ('not_good') before word2vec; "
+        "training and scoring join the same pairs (phrases.txt). 0: none.",
+    )
+    corpus: tuple[str, ...] = setting(
+        (),
+        "More text for word2vec: Parquet files/directories with a 'text' column (repeatable), "
+        "e.g. `prepare`'s <dataset>.unlabeled. Held-out reviews are left out.",
+    )
+    epochs: int | None = setting(
+        None,
+        "word2vec passes over the text. [default: about 36 M token updates, 5 to 40]",
+        min=1,
+        show_default=False,
+    )
+    # Skip-gram beat CBOW (the Google News recipe) on validation (RESULTS.md); it trains slower.
+    sg: bool = setting(True, "word2vec architecture.", option="--w2v-skipgram/--w2v-cbow")
+    seed: int = setting(0, "word2vec random seed.", option="--seed")
+    workers: int = setting(1, "word2vec threads; only 1 is reproducible run to run.", min=1)
+
+    limit: int | None = setting(
+        None, "Pretrained: keep the first N vectors of the file.", option="--limit", min=1
+    )
 
     def __post_init__(self) -> None:
         for name in ("dim", "min_count", "window", "negative", "workers"):
@@ -142,21 +169,28 @@ MAX_PARAMETERS = 2_000_000_000  # 8 GB of float32
 class ModelConfig:
     """Shape of a GRU classifier; enough to rebuild it with `models.build_model`."""
 
-    variant: str = "gru"
+    variant: str = setting("gru", "GRU variant.", option="--model", choices=VARIANTS)
     vocab_size: int = 2
     embed_dim: int = 300
-    hidden_size: int = 100
-    layers: int = 1
-    bidirectional: bool = False  # forced on for `grub`; available for gruh/pmgru too
-    dropout: float = 0.0  # on the embedded words, between layers, before the head
-    # last | max | mean | max-mean (both pools side by side): how the states become one vector
-    readout: str = "max"
-    word_dropout: float = 0.0  # training only: this share of a review's words become blanks
-    # A learned score per word, averaged over the review and added to the logit: a linear
-    # bag of words beside the GRU (what TF-IDF + logistic regression does, jointly trained).
-    word_bias: bool = False
-    freeze_embeddings: bool = True
-    reset_after: bool = False  # gruh only: reset gate after U_h h (nn.GRU's form)
+    hidden_size: int = setting(100, "GRU state size.")
+    layers: int = setting(1, "Stacked recurrent layers.")
+    bidirectional: bool = setting(False, "Also read right to left (always on for grub).")
+    dropout: float = setting(0.0, "Dropout on the words, between layers and before the head.")
+    readout: str = setting(
+        "max",
+        "How the states become one vector: the last token's, max or mean over time, or "
+        "max-mean (both side by side).",
+        choices=READOUTS,
+    )
+    word_dropout: float = setting(0.0, "Training: share of a review's words blanked out.")
+    # A linear bag of words beside the GRU (what TF-IDF + logistic regression does).
+    word_bias: bool = setting(
+        False, "Add a learned per-word score, averaged over the review, to the logit."
+    )
+    freeze_embeddings: bool = setting(
+        True, "Keep the word vectors fixed.", option="--freeze-embeddings/--trainable-embeddings"
+    )
+    reset_after: bool = setting(False, "gruh: the reset gate after U_h h, as nn.GRU.")
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
@@ -203,36 +237,69 @@ class ModelConfig:
 class TrainConfig:
     """One training run: data, model, optimisation and the Ray resources it runs on."""
 
-    data: str = ""  # a prepared dataset (directory of Parquet written by `prepare`)
+    data: str = setting("", "Prepared dataset (directory or URI) from `prepare`.")
     model: ModelConfig = field(default_factory=ModelConfig)
     text: TextConfig = field(default_factory=TextConfig)
     embeddings: EmbeddingConfig = field(default_factory=EmbeddingConfig)
-    epochs: int = 6
-    lr: float = 4e-3  # with batch 64 and cosine decay: best on validation (RESULTS.md)
-    batch_size: int = 64
-    lr_schedule: str = "cosine"  # cosine (decay to 0 over the run) | constant
-    grad_clip: float = 5.0  # max gradient norm; GRUs on long reviews occasionally spike
-    weight_decay: float = 0.0  # AdamW's decoupled decay (0: the same steps as Adam)
-    label_smoothing: float = 0.0  # share of the target spread evenly over both classes
-    embedding_lr: float = 0.0  # trainable embeddings: their learning rate (0: `lr`)
-    val_fraction: float = 0.0  # carved from train by a hash of group_id, else review_id
-    calibrate: bool = True  # with a validation carve: fit a temperature on it (config.json)
-    ensemble: int = 1  # > 1: train this many models (seeds seed, seed+1, ...) and average them
-    seed: int = 0
+    epochs: int = setting(6, "Passes over the training split.")
+    lr: float = setting(4e-3, "Adam(W) learning rate.")
+    batch_size: int = setting(64, "Reviews per step, length-bucketed.")
+    lr_schedule: str = setting("cosine", "Learning rate over the run.", choices=LR_SCHEDULES)
+    # GRUs on long reviews occasionally spike
+    grad_clip: float = setting(5.0, "Largest gradient norm (0: no clipping).")
+    weight_decay: float = setting(0.0, "AdamW's decoupled weight decay.")
+    label_smoothing: float = setting(0.0, "Label smoothing of the loss.")
+    embedding_lr: float = setting(
+        0.0, "With --trainable-embeddings: their learning rate (0: --lr)."
+    )
+    val_fraction: float = setting(
+        0.0,
+        "Part of the train split held out for validation, by a hash of group_id (a product's "
+        "reviews all held out or all trained on), else review_id.",
+    )
+    calibrate: bool = setting(
+        True,
+        "With --val-fraction: fit a temperature on the validation reviews so that p_positive "
+        "is calibrated (stored in config.json, applied when scoring).",
+    )
+    ensemble: int = setting(
+        1,
+        "Train this many models (seeds --seed, --seed+1, ...) and publish their ensemble "
+        "(probabilities averaged) as the model.",
+        min=1,
+    )
+    seed: int = setting(0, "Seed for weights, shuffling and word2vec.")
     # Ray resources
-    workers: int = 1
-    min_workers: int = 0  # > 0: elastic, go on with this many when nodes are lost; 0: fixed
-    use_gpu: bool = False
-    cpus_per_worker: float = 1.0
-    gpus_per_worker: float = 1.0  # only when use_gpu
-    threads_per_worker: int = 0  # torch intra-op threads per worker; 0: one per CPU reserved
-    max_failures: int = 0
-    # Seconds to wait for room for the workers before failing with the resource named.
-    resource_timeout_s: float = 600.0
+    workers: int = setting(1, "Ray Train workers (data-parallel).")
+    min_workers: int = setting(
+        0, "Elastic: go on with as few as this many workers when nodes are lost (0: fixed)."
+    )
+    use_gpu: bool = setting(False, "One GPU per worker.")
+    cpus_per_worker: float = setting(1.0, "CPUs reserved per worker.")
+    gpus_per_worker: float = setting(1.0, "GPUs per worker with --use-gpu.")
+    threads_per_worker: int = setting(
+        0, "torch threads per worker (0: one per CPU reserved).", option="--threads"
+    )
+    max_failures: int = setting(
+        0, "Worker or node failures to recover from (from the last checkpoint)."
+    )
+    resource_timeout_s: float = setting(
+        600.0,
+        "Seconds to wait for room for the workers before failing with the missing resource named.",
+        option="--resource-timeout",
+        envvar="SENTIMENT_RESOURCE_TIMEOUT",
+    )
     # where things go
-    store: str = ""  # model store (local dir or URI); "" -> <home>/models
-    storage_path: str = ""  # Ray Train run storage (local dir or URI); "" -> <home>/train
-    name: str = ""  # run name; the same name resumes an interrupted run
+    store: str = setting(
+        "",
+        "Model store (dir or URI; default $SENTIMENT_JOBS_HOME/models): where the model is "
+        "published.",
+        envvar="SENTIMENT_STORE",
+    )
+    storage_path: str = setting(
+        "", "Ray Train run storage (dir or URI); default $SENTIMENT_JOBS_HOME/train."
+    )
+    name: str = setting("", "Run name; the same name resumes an interrupted run.")
 
     def __post_init__(self) -> None:
         if self.lr <= 0:
@@ -270,35 +337,77 @@ class TrainConfig:
 class ScoreConfig:
     """One scoring run over Parquet input; the model's shape comes from its directory."""
 
-    inputs: tuple[str, ...] = ()
-    output: str = ""  # "" -> next to the first input: <input>.scored
-    model: str = "latest"  # a model directory, or "latest" in the store
-    store: str = ""
-    text_column: str = "text"
-    id_column: str = ""  # "" -> use review_id if present, else add one from file and row
-    # Rows per Ray Data batch handed to a Scorer: it sorts them by length, so a larger
-    # batch pads less (tests/benchmarks/RESULTS.md, one thread: 1,024 rows x 256 per pass,
-    # the earlier defaults, 2,365 reviews/s; 4,096 x 128 3,103).
-    batch_size: int = 4096
-    model_batch_size: int = 0  # reviews per forward pass; 0 -> the Scorer's per-device default
-    actors: int = 0  # a fixed pool of this many; 0 -> from min_actors to max_actors
-    # 0 -> as many as the alive nodes hold at the start (one per GPU, or per CPU core).
-    # A pool allowed below that lets Ray Data retire idle actors whose slots read tasks
-    # then take (seen on one-CPU nodes): the pool could not grow back.
-    min_actors: int = 0
-    max_actors: int = 0  # room to grow as an autoscaler adds nodes; 0 -> min_actors
-    gpus_per_actor: float = -1.0  # -1 -> 1 if the cluster has GPUs, else 0
-    cpus_per_actor: float = 0.0  # 0 -> what each node holds after read and write tasks
-    # Seconds to wait for the first actors to start, and for a stalled run to move again,
-    # before failing with the missing resource named (an autoscaler may be adding nodes).
-    resource_timeout_s: float = 600.0
-    max_tokens: int = 0  # 0 -> the model's own setting
-    incremental: bool = False
-    on_bad_file: str = "fail"  # fail | skip
-    # Input rows read, scored and written together (whole row groups): at most this many
-    # per output file, and what a lost node makes a run score again.
-    rows_per_file: int = 50_000
-    max_attempts: int = 3  # of the pipeline, each over what the last left unscored
+    inputs: tuple[str, ...] = ()  # the command's arguments
+    output: str = setting("", "Output directory (default: next to the first input, <name>.scored).")
+    model: str = setting(
+        "latest", "Model directory or URI, or 'latest' or a model id in the store."
+    )
+    store: str = setting(
+        "",
+        "Model store (dir or URI; default $SENTIMENT_JOBS_HOME/models) for 'latest' and ids.",
+        envvar="SENTIMENT_STORE",
+    )
+    text_column: str = setting("text", "Column holding the review text.")
+    id_column: str = setting(
+        "",
+        "Column identifying rows (default: review_id if present, else a row_id is added "
+        "from file and row).",
+    )
+    # Sorted by length inside: a larger batch pads less (RESULTS.md).
+    batch_size: int = setting(4096, "Rows per Ray Data batch (sorted by length inside).")
+    model_batch_size: int = setting(0, "Reviews per forward pass; 0: 128 on CPU, 1024 on a GPU.")
+    actors: int = setting(
+        0, "A fixed number of scoring actors (0: from --min-actors up to --max-actors)."
+    )
+    # A pool allowed below its start lets Ray Data retire idle actors whose slots read
+    # tasks then take (seen on one-CPU nodes): the pool could not grow back.
+    min_actors: int = setting(
+        0,
+        "The pool never shrinks below this (0: as many as the alive nodes hold at the "
+        "start: one per GPU, or per CPU core).",
+        min=0,
+    )
+    max_actors: int = setting(
+        0,
+        "The pool may grow to this many as an autoscaler adds nodes (0: no more than at "
+        "the start).",
+        min=0,
+    )
+    gpus_per_actor: float = setting(
+        -1.0, "GPUs per actor (-1: 1 when the cluster has GPUs, else 0)."
+    )
+    cpus_per_actor: float = setting(
+        0.0, "CPUs reserved per actor (0: what each node holds after read and write tasks)."
+    )
+    resource_timeout_s: float = setting(
+        600.0,
+        "Seconds to wait for actors to start, or for a stalled run to move, before failing "
+        "with the missing resource named.",
+        option="--resource-timeout",
+        envvar="SENTIMENT_RESOURCE_TIMEOUT",
+    )
+    max_tokens: int = setting(
+        0,
+        "Known tokens read per review; longer ones are cut and marked (0: the model's "
+        "setting, 400 by default).",
+    )
+    incremental: bool = setting(
+        False, "Only score input files the committed manifest does not list."
+    )
+    on_bad_file: str = setting(
+        "fail",
+        "fail: stop on a bad input file; skip: record it in the manifest.",
+        choices=BAD_FILE_POLICIES,
+    )
+    rows_per_file: int = setting(
+        50_000,
+        "Input rows (whole row groups) read, scored and written together: at most this many "
+        "per output file, and what a lost node makes the run score again.",
+        min=1,
+    )
+    max_attempts: int = setting(
+        3, "Attempts of the pipeline when nodes are lost, each over what is left unscored.", min=1
+    )
 
     def __post_init__(self) -> None:
         if self.on_bad_file not in BAD_FILE_POLICIES:

@@ -23,7 +23,23 @@ from sentiment.config import ModelConfig
 from sentiment.text import PAD, UNK
 
 
-class HandGRU(nn.Module):
+class _Cell(nn.Module):
+    """Weights of a recurrent cell with `gates` gates, in torch.nn.GRU's names and layout."""
+
+    def __init__(self, input_size: int, hidden_size: int, gates: int):
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.weight_ih = nn.Parameter(torch.empty(gates * hidden_size, input_size))
+        self.weight_hh = nn.Parameter(torch.empty(gates * hidden_size, hidden_size))
+        self.bias_ih = nn.Parameter(torch.empty(gates * hidden_size))
+        self.bias_hh = nn.Parameter(torch.empty(gates * hidden_size))
+        _init_uniform(self, hidden_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, I) -> (B, T, H)
+        return self.recur(self.project(x))
+
+
+class HandGRU(_Cell):
     """One direction of one layer of the GRU of Cho et al. (2014), looped over time.
 
     Parameters use torch.nn.GRU's names and gate order (reset, update, candidate),
@@ -34,17 +50,8 @@ class HandGRU(nn.Module):
     """
 
     def __init__(self, input_size: int, hidden_size: int, reset_after: bool = False):
-        super().__init__()
-        self.hidden_size = hidden_size
+        super().__init__(input_size, hidden_size, gates=3)
         self.reset_after = reset_after
-        self.weight_ih = nn.Parameter(torch.empty(3 * hidden_size, input_size))
-        self.weight_hh = nn.Parameter(torch.empty(3 * hidden_size, hidden_size))
-        self.bias_ih = nn.Parameter(torch.empty(3 * hidden_size))
-        self.bias_hh = nn.Parameter(torch.empty(3 * hidden_size))
-        _init_uniform(self, hidden_size)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, I) -> (B, T, H)
-        return self.recur(self.project(x))
 
     def project(self, x: torch.Tensor) -> torch.Tensor:  # (..., I) -> (..., 3H)
         """The input's part of every gate, for all time steps at once: one big matmul
@@ -59,7 +66,7 @@ class HandGRU(nn.Module):
         return gru_steps(gates_x, self.weight_hh, inner, update_keeps=False)
 
 
-class PoorMansGRU(nn.Module):
+class PoorMansGRU(_Cell):
     """One direction of one layer of the one-gate "poor man's" GRU of SPEC.md.
 
     A single forget gate f_t replaces both the update and the reset gate:
@@ -67,16 +74,7 @@ class PoorMansGRU(nn.Module):
     """
 
     def __init__(self, input_size: int, hidden_size: int):
-        super().__init__()
-        self.hidden_size = hidden_size
-        self.weight_ih = nn.Parameter(torch.empty(2 * hidden_size, input_size))  # forget, candidate
-        self.weight_hh = nn.Parameter(torch.empty(2 * hidden_size, hidden_size))
-        self.bias_ih = nn.Parameter(torch.empty(2 * hidden_size))
-        self.bias_hh = nn.Parameter(torch.empty(2 * hidden_size))
-        _init_uniform(self, hidden_size)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, I) -> (B, T, H)
-        return self.recur(self.project(x))
+        super().__init__(input_size, hidden_size, gates=2)  # forget, candidate
 
     def project(self, x: torch.Tensor) -> torch.Tensor:  # (..., I) -> (..., 2H)
         return F.linear(x, self.weight_ih, self.bias_ih + self.bias_hh)

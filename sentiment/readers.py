@@ -25,7 +25,7 @@ import pyarrow.csv as pcsv
 import pyarrow.dataset as ds
 import pyarrow.json as pjson
 
-from sentiment.config import SentimentError
+from sentiment.config import SentimentError, setting
 
 log = logging.getLogger(__name__)
 
@@ -335,13 +335,32 @@ def read_fasttext(path: Path) -> pa.Table:
 class Columns:
     """Column names in a Parquet/CSV/JSONL source; only text and label must exist."""
 
-    text: str = "text"
-    label: str = "label"
-    id: str | None = None  # else `<file stem>/<row>`
-    category: str | None = None  # else the file stem (directory name for a Parquet folder)
-    split: str | None = None  # train/test; null values get the hashed split
-    rating: str | None = None
-    group: str | None = None  # reviews kept on one side of every split (e.g. a product id)
+    text: str = setting("text", "Table sources: the text column.", option="--text-column")
+    label: str = setting(
+        "label", "Table sources: the label column (0/1 or neg/pos).", option="--label-column"
+    )
+    id: str | None = setting(
+        None, "Table sources: a unique id column (default: file/row).", option="--id-column"
+    )
+    category: str | None = setting(
+        None,
+        "Table sources: a category column (default: the file name).",
+        option="--category-column",
+    )
+    split: str | None = setting(
+        None,
+        "Table sources: a train/test column (default, and null values: by hash).",
+        option="--split-column",
+    )
+    rating: str | None = setting(
+        None, "Table sources: a star-rating column.", option="--rating-column"
+    )
+    group: str | None = setting(
+        None,
+        "Table sources: rows that must share a split (e.g. a product id): the hashed test "
+        "split and training's validation carve keep each group on one side.",
+        option="--group-column",
+    )
 
     def named(self) -> list[str]:
         names = (self.text, self.label, self.id, self.category, self.split, self.rating, self.group)

@@ -1,5 +1,5 @@
 """The config dataclasses are the one source of the commands' options: every setting has an
-option, named by one scheme, whose default and choices are the dataclass's own."""
+option, named by one scheme, whose default, help and choices are the dataclass field's."""
 
 from __future__ import annotations
 
@@ -20,15 +20,14 @@ from sentiment.config import (
 
 COMMAND = typer.main.get_command(app)
 # Set by the run itself, not by an option: sizes come from the vectors, word2vec takes the
-# run's seed, the phrase count comes from word2vec, one tokenizer so far.
+# run's seed, the phrase count comes from word2vec, one tokenizer so far; inputs are
+# `score`'s arguments.
 NOT_OPTIONS = {"model.vocab_size", "model.embed_dim", "text.tokenizer", "text.phrases"}
-NOT_OPTIONS |= {"embeddings.seed"}
-GROUPS = {"embeddings": "w2v_"}
+NOT_OPTIONS |= {"embeddings.seed", "inputs"}
 
 
 def _params(command: str, argv: list[str]) -> dict:
-    ctx = COMMAND.commands[command].make_context(command, argv)
-    return ctx.params
+    return COMMAND.commands[command].make_context(command, argv).params
 
 
 def _leaves(cls: type, path: str = "") -> list[str]:
@@ -41,42 +40,35 @@ def _leaves(cls: type, path: str = "") -> list[str]:
     return out
 
 
-def _param_name(leaf: str) -> str:
-    group, _, name = leaf.rpartition(".")
-    return GROUPS.get(group, "") + name
+def _options(command: str) -> dict[str, str]:
+    return {p.name: p.opts[0] for p in COMMAND.commands[command].params}
 
 
 def test_defaults_are_the_dataclasses_defaults() -> None:
     params = _params("train", ["--data", "d"])
-    assert from_options(TrainConfig, {**params, "w2v_seed": 0}, "", GROUPS) == TrainConfig(data="d")
+    assert from_options(TrainConfig, params) == TrainConfig(data="d")
     params = _params("score", ["in.parquet"])
     assert from_options(ScoreConfig, params) == ScoreConfig(inputs=("in.parquet",))
     params = _params("embeddings", ["--data", "d", "--output", "o"])
-    assert from_options(EmbeddingConfig, params, "w2v_") == EmbeddingConfig()
+    assert from_options(EmbeddingConfig, params) == EmbeddingConfig()
 
 
-@pytest.mark.parametrize(
-    ("command", "cls", "missing"),
-    [("train", TrainConfig, NOT_OPTIONS), ("score", ScoreConfig, set())],
-)
-def test_every_setting_has_an_option(command: str, cls: type, missing: set[str]) -> None:
-    names = {p.name for p in COMMAND.commands[command].params}
-    leaves = set(_leaves(cls)) - missing
-    assert {leaf for leaf in leaves if _param_name(leaf) not in names} == set()
+@pytest.mark.parametrize(("command", "cls"), [("train", TrainConfig), ("score", ScoreConfig)])
+def test_every_setting_has_an_option(command: str, cls: type) -> None:
+    names = set(_options(command))
+    leaves = set(_leaves(cls)) - NOT_OPTIONS
+    assert {leaf for leaf in leaves if leaf.replace(".", "__") not in names} == set()
 
 
-def test_word2vec_options_share_one_spelling() -> None:
-    for command in ("train", "embeddings"):
-        for p in COMMAND.commands[command].params:
-            # the vectors' source, format and limit are --embeddings-* in train, and
-            # --source/--format/--limit in `embeddings`; the seed is the run's --seed
-            if p.name.startswith("w2v_") and p.name[4:] not in (
-                "source",
-                "format",
-                "limit",
-                "seed",
-            ):
-                assert p.opts[0].startswith("--w2v-"), (command, p.opts)
+def test_one_spelling_per_group() -> None:
+    train, embeddings = _options("train"), _options("embeddings")
+    for name in ("dim", "min_count", "window", "epochs", "negative", "sample", "phrases"):
+        assert train[f"embeddings__{name}"] == embeddings[name] == f"--w2v-{name}".replace("_", "-")
+    assert (train["embeddings__sg"], embeddings["sg"]) == ("--w2v-skipgram",) * 2
+    for name in ("source", "format", "limit"):  # the vectors' own: --embeddings* in train
+        assert train[f"embeddings__{name}"].startswith("--embeddings")
+        assert embeddings[name] == f"--{name}"
+    assert train["model__hidden_size"] == "--hidden-size" and train["model__variant"] == "--model"
 
 
 def test_choices_are_the_librarys_names() -> None:
@@ -94,7 +86,7 @@ def test_options_reach_the_config() -> None:
     argv += ["--trainable-embeddings", "--threads", "2", "--resource-timeout", "5", "--seed", "7"]
     argv += ["--w2v-corpus", "a", "--w2v-corpus", "b", "--embeddings-limit", "10"]
     params = _params("train", argv)
-    cfg = from_options(TrainConfig, {**params, "w2v_seed": params["seed"]}, "", GROUPS)
+    cfg = from_options(TrainConfig, {**params, "embeddings__seed": params["seed"]})
     assert (cfg.model.variant, cfg.model.readout, cfg.model.freeze_embeddings) == (
         "gruh",
         "max-mean",
@@ -105,3 +97,10 @@ def test_options_reach_the_config() -> None:
     assert cfg.embeddings == dataclasses.replace(
         EmbeddingConfig(), window=3, sg=False, seed=7, corpus=("a", "b"), limit=10
     )
+
+
+def test_help_comes_from_the_field() -> None:
+    helps = {p.name: p.help for p in COMMAND.commands["score"].params}
+    field = {f.name: f for f in dataclasses.fields(ScoreConfig)}["incremental"]
+    assert helps["incremental"] == field.metadata["help"]
+    assert helps["incremental"] == "Only score input files the committed manifest does not list."
