@@ -245,9 +245,8 @@ def split_keys(table: pa.Table) -> list[str]:
     """What a split hashes for each row: its group_id, or its review_id where that is null.
 
     Reviews of one product then fall on one side together, so a held-out part measures
-    unseen products, as the Amazon test split does (13 of its 1,600 reviews share a
-    product with the train split, against 244 of 639 in a validation tenth hashed by
-    review).
+    unseen products, as the Amazon test split does (hardly any of its reviews share a
+    product with the train split; a carve hashed by review would share many).
     """
     ids = table["review_id"].to_pylist()
     if "group_id" not in table.column_names:

@@ -2,7 +2,7 @@
 
 Accuracy, cross-entropy, the confusion matrix (rows truth, columns prediction,
 classes negative/positive), per-category accuracy, loss curves and the
-results table of SPEC.md. Pure numpy, plus matplotlib for the PNGs.
+results table of the original homework. Pure numpy, plus matplotlib for the PNGs.
 """
 
 from __future__ import annotations

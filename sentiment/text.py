@@ -22,7 +22,7 @@ SPECIALS = ("<pad>", "<unk>")
 def _combining_marks() -> str:
     """The combining marks (Unicode categories M*) of planes 0-1 and E, as regex ranges."""
     # Python's re has no \p{M} and \w excludes marks, which split "हिन्दी" or Arabic
-    # with vowel signs into bare letters. The scan takes about 20 ms, once, at import.
+    # with vowel signs into bare letters. The scan runs once, at import.
     codes = [
         c
         for c in (*range(0x20000), *range(0xE0000, 0xE1000))
@@ -41,7 +41,7 @@ def _combining_marks() -> str:
 # Underscores are turned into spaces first, so \w can stand for letters and digits.
 _PART = rf"\w[\w{_combining_marks()}]*"
 _WORD = re.compile(rf"{_PART}(?:'{_PART})*")
-# ASCII text has no marks; its pattern skips the long class, which costs ~40 % in speed.
+# ASCII text has no marks; its own pattern skips the long class, which is slow.
 _ASCII_WORD = re.compile(r"\w+(?:'\w+)*")
 _APOSTROPHES = str.maketrans(
     {"\u2019": "'", "\u2018": "'", "\u02bc": "'", "`": "'", "_": " "}  # and "_" -> space
