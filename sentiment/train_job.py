@@ -304,9 +304,8 @@ def _corpus_fingerprint(paths: tuple[str, ...]) -> str:
         return ""
     from sentiment.inputs import resolve
 
-    parts = []
-    for fs, path, uri, size in resolve(list(paths)):
-        parts.append(f"{uri}\0{size}\0{fs.get_file_info(path).mtime_ns}")
+    found, _ = resolve(list(paths))
+    parts = [f"{f.uri}\0{f.size}\0{f.mtime_ns}" for f in found]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 

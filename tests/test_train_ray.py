@@ -194,6 +194,33 @@ def test_word2vec_is_trained_once_per_dataset_and_settings(
     assert other.model_id != first.model_id
 
 
+def test_a_word2vec_corpus_is_read_and_a_changed_one_retrains(
+    ray_local, tiny_dataset, tmp_path, private_home
+):
+    """`train --w2v-corpus`: its files are part of the cache key (names, sizes, mtimes)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    pq.write_table(
+        pa.table({"text": ["spare words about a fine kettle"] * 20}), corpus / "a.parquet"
+    )
+    embeddings = EmbeddingConfig(dim=8, min_count=1, epochs=2, corpus=(str(corpus),))
+    cfg = tiny_config(tiny_dataset, tmp_path, epochs=1, embeddings=embeddings)
+    cache = private_home / "cache" / "embeddings"
+    run_training(cfg)
+    entries = set(cache.iterdir())
+    meta = json.loads(next(iter(entries)).joinpath("embeddings.json").read_text())
+    assert "kettle" in next(iter(entries)).joinpath("vocab.txt").read_text().split("\n")
+    assert meta["n_train_tokens"] > 0
+    run_training(cfg)
+    assert set(cache.iterdir()) == entries  # unchanged corpus: the cached vectors
+    pq.write_table(pa.table({"text": ["a teapot"] * 30}), corpus / "b.parquet")
+    run_training(cfg)
+    assert len(set(cache.iterdir()) - entries) == 1  # a new file in it: word2vec again
+
+
 def test_a_relative_dataset_path_works(ray_local, tiny_dataset, tmp_path, monkeypatch):
     """Ray Train workers run in their own directories: the driver resolves the path."""
     monkeypatch.chdir(tiny_dataset.parent)
