@@ -84,6 +84,10 @@ SWEEP: list[tuple[str, dict]] = [
     ("`grub`", {"variant": "grub"}),
     ("`gruh`", {"variant": "gruh"}),
     ("`pmgru`", {"variant": "pmgru"}),
+    # Issue 11, word2vec beyond the auto budget (40 epochs on the train split less a fold).
+    ("word2vec 80 epochs", {"w2v_epochs": 80}),
+    ("word2vec 80 epochs, window 10", {"w2v_epochs": 80, "window": 10}),
+    ("word2vec 80 epochs, negative 15", {"w2v_epochs": 80, "negative": 15}),
 ]
 
 
@@ -264,6 +268,8 @@ LATER = {
     ("embeddings", "phrases"): 0.0,
     ("embeddings", "corpus"): (),
     ("text", "phrases"): 0,
+    ("min_workers",): 0,
+    ("resource_timeout_s",): 600.0,
 }
 
 
