@@ -261,23 +261,9 @@ PythonOption = Annotated[
 # --- prepare ---------------------------------------------------------------------------
 
 
-class SourceFormat(str, Enum):
-    auto = "auto"
-    amazon = "amazon"
-    dlstudio = "dlstudio"
-    fasttext = "fasttext"
-    parquet = "parquet"
-    csv = "csv"
-    jsonl = "jsonl"
-
-
-class SplitName(str, Enum):
-    train = "train"
-    test = "test"
-
-
-class DownloadName(str, Enum):
-    amazon_multi_domain = "amazon-multi-domain"
+SourceFormat = choices("SourceFormat", ("auto", *datasets.FORMATS))
+SplitName = choices("SplitName", ("train", "test"))
+DownloadName = choices("DownloadName", tuple(download.DATASETS))
 
 
 @app.command()
@@ -316,7 +302,7 @@ def prepare(
     ] = None,
     fmt: Annotated[
         SourceFormat, typer.Option("--format", help="Source format; auto: from each path.")
-    ] = SourceFormat.auto,
+    ] = "auto",
     split: Annotated[
         SplitName | None,
         typer.Option(help="Put every row in this split (e.g. a DLStudio file named neither way)."),

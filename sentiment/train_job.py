@@ -37,13 +37,12 @@ from sentiment.models import build_model, set_up_for
 from sentiment.text import Phrases, Vocabulary
 from sentiment.training import (
     EncodedSplit,
+    configured_epoch,
     encode_split,
     in_validation,
     length_batches,
-    lr_schedule,
     make_optimizer,
     predict,
-    train_epoch,
 )
 
 log = logging.getLogger(__name__)
@@ -108,25 +107,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     ddp_model = ray.train.torch.prepare_model(model, move_to_device=False)
 
     for epoch in range(start_epoch, cfg.epochs):
-        batches = length_batches(
-            splits["train"].lengths,
-            cfg.batch_size,
-            shuffle=True,
-            seed=cfg.seed,
-            epoch=epoch,
-            rank=rank,
-            world_size=world,
-        )
-        lr_at = lr_schedule(cfg.lr_schedule, cfg.lr, epoch, cfg.epochs, len(batches))
-        stats = train_epoch(
-            ddp_model,
-            splits["train"],
-            batches,
-            optimizer,
-            device,
-            cfg.grad_clip,
-            lr_at,
-            cfg.label_smoothing,
+        stats = configured_epoch(
+            ddp_model, splits["train"], optimizer, device, cfg, epoch, rank, world
         )
         record: dict[str, Any] = {
             "epoch": epoch + 1,

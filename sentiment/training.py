@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 import torch
 import torch.nn.functional as F
 
+from sentiment.config import TrainConfig
 from sentiment.datasets import hash_fraction
 from sentiment.evaluation import summarize
 from sentiment.text import Vocabulary, pad_batch
@@ -166,6 +167,34 @@ def make_optimizer(model: torch.nn.Module, cfg: Any) -> torch.optim.Optimizer:
         scale = cfg.embedding_lr / cfg.lr if cfg.embedding_lr else 1.0
         groups.append({"params": embedding, "lr": cfg.lr * scale, "lr_scale": scale})
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
+
+
+def configured_epoch(
+    model: torch.nn.Module,
+    split: EncodedSplit,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+    cfg: TrainConfig,
+    epoch: int,
+    rank: int = 0,
+    world_size: int = 1,
+) -> dict[str, float]:
+    """Epoch `epoch` as `cfg` says: this rank's shard of the length-bucketed batches, the
+    learning-rate schedule, clipping and label smoothing (the Ray Train loop and the
+    benchmarks' plain loop alike)."""
+    batches = length_batches(
+        split.lengths,
+        cfg.batch_size,
+        shuffle=True,
+        seed=cfg.seed,
+        epoch=epoch,
+        rank=rank,
+        world_size=world_size,
+    )
+    lr_at = lr_schedule(cfg.lr_schedule, cfg.lr, epoch, cfg.epochs, len(batches))
+    return train_epoch(
+        model, split, batches, optimizer, device, cfg.grad_clip, lr_at, cfg.label_smoothing
+    )
 
 
 def train_epoch(

@@ -18,11 +18,9 @@ from sentiment.embeddings import Embeddings, build_embeddings, load_embeddings, 
 from sentiment.models import build_model, set_up_for
 from sentiment.train_job import load_splits
 from sentiment.training import (
+    configured_epoch,
     evaluate_split,
-    length_batches,
-    lr_schedule,
     make_optimizer,
-    train_epoch,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -99,20 +97,7 @@ def plain_train(
     optimizer = make_optimizer(model, cfg)
     history = []
     for epoch in range(cfg.epochs):
-        batches = length_batches(
-            splits["train"].lengths, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=epoch
-        )
-        lr_at = lr_schedule(cfg.lr_schedule, cfg.lr, epoch, cfg.epochs, len(batches))
-        stats = train_epoch(
-            model,
-            splits["train"],
-            batches,
-            optimizer,
-            device,
-            cfg.grad_clip,
-            lr_at,
-            cfg.label_smoothing,
-        )
+        stats = configured_epoch(model, splits["train"], optimizer, device, cfg, epoch)
         record = {"epoch": epoch + 1, "train": stats}
         for name in evaluate:
             if name in splits:
