@@ -233,7 +233,7 @@ def load_model_dir(directory: str | Path, device: str | torch.device = "cpu") ->
 MAX_CONFIG_BYTES = 1 << 20
 MAX_VOCAB_BYTES = 1 << 30
 MAX_HEADER_BYTES = 1 << 24  # a safetensors header of a few hundred tensors is a few kB
-SAFETENSORS_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2}
+SAFETENSORS_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2}  # I64 only where int64 is due
 
 
 def _build(cfgs: list[ModelConfig], ensemble: bool) -> torch.nn.Module:
@@ -245,7 +245,9 @@ def check_weights(path: Path, cfgs: list[ModelConfig], ensemble: bool = False) -
     """The tensors listed in a safetensors header (read alone, nothing allocated) are
     exactly the ones `cfgs` build, with the same shapes and byte ranges inside the file."""
     with torch.device("meta"):  # shapes without storage
-        expected = {k: tuple(v.shape) for k, v in _build(cfgs, ensemble).state_dict().items()}
+        state = _build(cfgs, ensemble).state_dict()
+    expected = {k: tuple(v.shape) for k, v in state.items()}
+    integer = {k for k, v in state.items() if not v.dtype.is_floating_point}
     cfg = cfgs[0]
     size = path.stat().st_size
     try:
@@ -275,9 +277,11 @@ def check_weights(path: Path, cfgs: list[ModelConfig], ensemble: bool = False) -
                 f"{path}: tensor {name} has shape {list(shape)} but config.json ({sizes}) "
                 f"gives {list(expected[name])}"
             )
-        if dtype not in SAFETENSORS_BYTES:
+        if name in integer and dtype != "I64":
+            raise SentimentError(f"{path}: tensor {name} has dtype {dtype}, not I64")
+        if name not in integer and dtype not in SAFETENSORS_BYTES:
             raise SentimentError(f"{path}: tensor {name} has dtype {dtype}, not a float type")
-        nbytes = math.prod(shape) * SAFETENSORS_BYTES[dtype]
+        nbytes = math.prod(shape) * SAFETENSORS_BYTES.get(dtype, 8)
         if not 0 <= begin <= end <= data_bytes or end - begin != nbytes:
             raise SentimentError(
                 f"{path}: tensor {name} claims bytes {begin}..{end} of {data_bytes} "

@@ -163,6 +163,7 @@ MODEL_SIZE_LIMITS = {
     "layers": (1, 16),
 }
 MAX_PARAMETERS = 2_000_000_000  # 8 GB of float32
+MAX_NGRAM_PAIRS = 100_000_000
 
 
 @dataclass(frozen=True)
@@ -191,6 +192,13 @@ class ModelConfig:
         True, "Keep the word vectors fixed.", option="--freeze-embeddings/--trainable-embeddings"
     )
     reset_after: bool = setting(False, "gruh: the reset gate after U_h h, as nn.GRU.")
+    # The n-gram head (sentiment.ngrams), fitted by the run when `TrainConfig.ngrams` says so:
+    # False for models that have none (every model written before it existed).
+    ngrams: bool = False
+    ngram_pairs: int = 0  # word pairs it scores, beside the vocabulary's words
+    ngram_weight: float = setting(
+        0.5, "With --ngrams: the n-gram head's share of P(positive); the GRU has the rest."
+    )
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
@@ -207,7 +215,13 @@ class ModelConfig:
             value = getattr(self, name)
             if not _integer(value) or not low <= value <= high:
                 raise SentimentError(f"{name} must be an integer in {low}..{high}, got {value!r}")
-        for name in ("bidirectional", "freeze_embeddings", "reset_after", "word_bias"):
+        if not _integer(self.ngram_pairs) or not 0 <= self.ngram_pairs <= MAX_NGRAM_PAIRS:
+            raise SentimentError(
+                f"ngram_pairs must be an integer in 0..{MAX_NGRAM_PAIRS}, got {self.ngram_pairs!r}"
+            )
+        if type(self.ngram_weight) not in (int, float) or not 0.0 <= self.ngram_weight <= 1.0:
+            raise SentimentError(f"ngram_weight must be in [0, 1], got {self.ngram_weight!r}")
+        for name in ("bidirectional", "freeze_embeddings", "reset_after", "word_bias", "ngrams"):
             if type(getattr(self, name)) is not bool:
                 raise SentimentError(f"{name} must be true or false, got {getattr(self, name)!r}")
         for name in ("dropout", "word_dropout"):
@@ -226,6 +240,8 @@ class ModelConfig:
         gates = 2 if self.variant == "pmgru" else 3
         pools = 2 if self.readout == "max-mean" else 1
         total = self.vocab_size * (self.embed_dim + int(self.word_bias))
+        if self.ngrams:  # idf and coef per feature, the pairs' keys, the bias
+            total += 2 * (self.vocab_size + self.ngram_pairs) + self.ngram_pairs + 1
         total += (pools * directions * self.hidden_size + 1) * 2
         for layer in range(self.layers):
             size_in = self.embed_dim if layer == 0 else directions * self.hidden_size
@@ -247,6 +263,16 @@ class TrainConfig:
     lr_schedule: str = setting("cosine", "Learning rate over the run.", choices=LR_SCHEDULES)
     # GRUs on long reviews occasionally spike
     grad_clip: float = setting(5.0, "Largest gradient norm (0: no clipping).")
+    ngrams: bool = setting(
+        True,
+        "Fit a linear head on the TF-IDF of each review's words and word pairs (logistic "
+        "regression) before training the GRU; the model averages the two.",
+        option="--ngrams/--no-ngrams",
+    )
+    ngram_c: float = setting(10.0, "The n-gram head's inverse L2 penalty (liblinear's C).")
+    ngram_min_df: int = setting(
+        2, "Word pairs the n-gram head keeps: those in at least this many reviews.", min=1
+    )
     weight_decay: float = setting(0.0, "AdamW's decoupled weight decay.")
     label_smoothing: float = setting(0.0, "Label smoothing of the loss.")
     embedding_lr: float = setting(
@@ -312,6 +338,10 @@ class TrainConfig:
             raise SentimentError(
                 f"lr schedule must be cosine or constant, got {self.lr_schedule!r}"
             )
+        if self.ngram_c <= 0:
+            raise SentimentError(f"ngram C must be > 0, got {self.ngram_c}")
+        if self.ngram_min_df < 1:
+            raise SentimentError(f"ngram min df must be >= 1, got {self.ngram_min_df}")
         if self.weight_decay < 0 or self.embedding_lr < 0:
             raise SentimentError("weight decay and embedding lr must be >= 0")
         if not 0.0 <= self.label_smoothing < 1.0:

@@ -20,6 +20,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from sentiment.config import ModelConfig
+from sentiment.ngrams import NgramHead
 from sentiment.text import PAD, UNK
 
 
@@ -213,7 +214,11 @@ class RecurrentEncoder(nn.Module):
 
 
 class SentimentGRU(nn.Module):
-    """Embedding → GRU variant → read-out → ReLU → Linear(D·H, 2) → LogSoftmax."""
+    """Embedding → GRU variant → read-out → ReLU → Linear(D·H, 2) → LogSoftmax.
+
+    With an n-gram head (`ModelConfig.ngrams`, sentiment.ngrams), fitted before the GRU
+    trains, inference returns log((1 - w) P_gru + w P_ngrams); training reads the GRU alone.
+    """
 
     def __init__(self, cfg: ModelConfig, embeddings: np.ndarray | None = None):
         super().__init__()
@@ -239,6 +244,8 @@ class SentimentGRU(nn.Module):
             nn.init.zeros_(self.word_bias.weight)
         else:
             self.word_bias = None
+        # Fitted before the GRU trains (train_job), so training leaves it alone.
+        self.ngram = NgramHead(cfg.vocab_size, cfg.ngram_pairs) if cfg.ngrams else None
         self._gate_tables: list[torch.Tensor] | None = None
         self.steps = False
         self.temperature = 1.0  # set from a model directory's calibration (`calibrate`)
@@ -312,7 +319,23 @@ class SentimentGRU(nn.Module):
             valid = torch.arange(ids.shape[1], device=ids.device) < lengths.unsqueeze(1)
             score = (self.word_bias(ids).squeeze(-1) * valid).sum(1) / lengths  # (B,)
             logits = logits + torch.stack([-score, score], -1) / 2
+        if self.ngram is not None and not self.training:
+            logits = self._with_ngrams(logits, ids, lengths)
         return calibrate(logits, self.temperature)
+
+    def _with_ngrams(
+        self, logits: torch.Tensor, ids: torch.Tensor, lengths: torch.Tensor
+    ) -> torch.Tensor:
+        """log P of the mixture: (1 - w) P_gru + w P_ngrams, w the head's share."""
+        w = self.config.ngram_weight
+        score = self.ngram(ids, lengths)  # (B,)
+        ngram = F.logsigmoid(torch.stack([-score, score], -1))  # (B, 2)
+        if w >= 1.0:
+            return ngram
+        gru = F.log_softmax(logits, dim=-1)
+        if w <= 0.0:
+            return gru
+        return torch.logaddexp(gru + math.log1p(-w), ngram + math.log(w))
 
 
 class Ensemble(nn.Module):

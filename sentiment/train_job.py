@@ -34,6 +34,7 @@ from sentiment.config import (
 from sentiment.datasets import read_prepared, split_keys
 from sentiment.evaluation import plot_confusion, plot_loss_curves, summarize
 from sentiment.models import build_model, set_up_for
+from sentiment.ngrams import NgramFit, fit_ngram_head
 from sentiment.text import Phrases, Vocabulary
 from sentiment.training import (
     EncodedSplit,
@@ -100,11 +101,17 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     splits = load_splits(cfg, vocab)
     if "train" not in splits:
         raise SentimentError(f"{cfg.data}: no training reviews")
-    model = build_model(cfg.model, loop_config["matrix"]).to(device)
+    model = build_model(cfg.model, loop_config["matrix"])
+    if loop_config.get("ngrams") is not None:
+        model.ngram.load_fit(loop_config["ngrams"])
+    model = model.to(device)
     set_up_for(model, device, inference=False)
     optimizer = make_optimizer(model, cfg)
     start_epoch, history, resumed = _restore(ray.train.get_checkpoint(), model, optimizer, device)
-    ddp_model = ray.train.torch.prepare_model(model, move_to_device=False)
+    # Buffers (the n-gram head's) are fixed: nothing to broadcast at every step.
+    ddp_model = ray.train.torch.prepare_model(
+        model, move_to_device=False, parallel_strategy_kwargs={"broadcast_buffers": False}
+    )
 
     for epoch in range(start_epoch, cfg.epochs):
         stats = configured_epoch(
@@ -160,6 +167,13 @@ def run_training(cfg: TrainConfig, address: str = "") -> TrainResult:
         cfg, model=model_cfg, text=text_cfg, name=cfg.name or _default_name(cfg)
     )
     log.info("embeddings: %s", json.dumps(embeddings.meta))
+    ngrams = None
+    if cfg.ngrams:
+        ngrams = fit_ngrams(cfg, embeddings.vocab)
+        cfg = dataclasses.replace(
+            cfg,
+            model=dataclasses.replace(cfg.model, ngrams=True, ngram_pairs=len(ngrams.pairs)),
+        )
 
     resources = {"CPU": cfg.cpus_per_worker}
     if cfg.use_gpu:
@@ -175,6 +189,7 @@ def run_training(cfg: TrainConfig, address: str = "") -> TrainResult:
             "vocab": embeddings.vocab.words,
             "phrases": phrases.pairs if phrases else [],
             "matrix": embeddings.matrix,
+            "ngrams": ngrams,
         },
         scaling_config=ScalingConfig(
             num_workers=num_workers, use_gpu=cfg.use_gpu, resources_per_worker=resources
@@ -201,6 +216,15 @@ def run_training(cfg: TrainConfig, address: str = "") -> TrainResult:
         raise SentimentError(f"training run {cfg.name} produced no checkpoint")
     with result.checkpoint.as_directory() as ckpt:
         return _publish(Path(ckpt), cfg, embeddings.meta, time.time() - started)
+
+
+def fit_ngrams(cfg: TrainConfig, vocab: Vocabulary) -> NgramFit:
+    """The n-gram head, fitted here on the driver on the training reviews (the validation
+    carve left out) as the GRU will read them."""
+    train = load_splits(cfg, vocab).get("train")
+    if train is None:
+        raise SentimentError(f"{cfg.data}: no training reviews")
+    return fit_ngram_head(train.ids, train.labels, len(vocab), cfg.ngram_c, min_df=cfg.ngram_min_df)
 
 
 def _check_resources(cfg: TrainConfig, per_worker: dict[str, float]) -> None:

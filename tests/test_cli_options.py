@@ -20,9 +20,10 @@ from sentiment.config import (
 
 COMMAND = typer.main.get_command(app)
 # Set by the run itself, not by an option: sizes come from the vectors, word2vec takes the
-# run's seed, the phrase count comes from word2vec, one tokenizer so far; inputs are
-# `score`'s arguments.
+# run's seed, the phrase count comes from word2vec, one tokenizer so far, the n-gram head's
+# presence and size come from --ngrams and the fit; inputs are `score`'s arguments.
 NOT_OPTIONS = {"model.vocab_size", "model.embed_dim", "text.tokenizer", "text.phrases"}
+NOT_OPTIONS |= {"model.ngrams", "model.ngram_pairs"}
 NOT_OPTIONS |= {"embeddings.seed", "inputs"}
 
 

@@ -21,7 +21,7 @@ from sentiment.config import (
     TextConfig,
     TrainConfig,
 )
-from sentiment.train_job import run_training
+from sentiment.train_job import fit_ngrams, run_training
 from sentiment.training import evaluate_models
 
 pytestmark = pytest.mark.ray
@@ -79,11 +79,26 @@ def test_model_directory_reloads_into_the_trained_model(ray_local, tiny_dataset,
     a, b = load_model_dir(result.model_dir), load_model_dir(result.model_dir)
     ids, lengths = torch.tensor([[2, 3, 4, 5]]), torch.tensor([4])
     torch.testing.assert_close(a.model(ids, lengths), b.model(ids, lengths), rtol=0, atol=0)
+    # the n-gram head (a default) is the one fitted on the driver, as the driver fits it
+    fit = fit_ngrams(cfg, a.vocab)
+    assert a.model.config.ngrams and a.model.config.ngram_pairs == len(fit.pairs) > 0
+    assert torch.equal(a.model.ngram.pairs, torch.from_numpy(fit.pairs))
+    torch.testing.assert_close(a.model.ngram.coef, torch.from_numpy(fit.coef), rtol=0, atol=0)
     assert (
         a.model_id
         == result.model_id
         == json.loads((Path(result.model_dir) / "config.json").read_text())["model_id"]
     )
+
+
+def test_no_ngrams_publishes_the_gru_alone(ray_local, tiny_dataset, tmp_path):
+    result = run_training(tiny_config(tiny_dataset, tmp_path, ngrams=False, epochs=1))
+    loaded = load_model_dir(result.model_dir)
+    assert loaded.model.ngram is None
+    assert (
+        json.loads((Path(result.model_dir) / "config.json").read_text())["model"]["ngrams"] is False
+    )
+    assert not [k for k in loaded.model.state_dict() if k.startswith("ngram.")]
 
 
 def test_same_configuration_gives_the_same_metrics(ray_local, tiny_dataset, tmp_path):

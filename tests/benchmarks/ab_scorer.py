@@ -60,6 +60,35 @@ print(json.dumps(best))
 """
 
 
+def _default_model(directory: Path, emb_dir: Path) -> None:
+    """The default shape with its n-gram head fitted as `train` fits it (random GRU weights)."""
+    import dataclasses
+
+    import torch
+    from common import prepared_amazon
+
+    from sentiment.artifacts import write_model_dir
+    from sentiment.config import ModelConfig, TextConfig, TrainConfig
+    from sentiment.embeddings import load_embeddings
+    from sentiment.models import build_model
+    from sentiment.train_job import fit_ngrams
+
+    emb = load_embeddings(emb_dir)
+    cfg = TrainConfig(data=prepared_amazon())
+    fit = fit_ngrams(cfg, emb.vocab)
+    shape = dataclasses.replace(
+        ModelConfig(),
+        vocab_size=len(emb.vocab),
+        embed_dim=emb.dim,
+        ngrams=True,
+        ngram_pairs=len(fit.pairs),
+    )
+    torch.manual_seed(0)
+    model = build_model(shape, emb.matrix)
+    model.ngram.load_fit(fit)
+    write_model_dir(directory, model.eval(), emb.vocab, TextConfig(), {})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", required=True, help="git revision to compare against")
@@ -97,11 +126,14 @@ def main() -> None:
             return out.stdout.strip()
 
         child(base, "make-model", str(model), str(emb_dir))
+        with_head = tmp / "model-ngrams"
+        _default_model(with_head, emb_dir)
         make_collection(tmp / "reviews", args.rows, seed=1)
-        rates: dict[str, list[float]] = {"base": [], "this": []}
+        rates: dict[str, list[float]] = {"base": [], "this": [], "this, default": []}
+        arms = (("base", base, model), ("this", REPO, model), ("this, default", REPO, with_head))
         for r in range(args.rounds):
-            for name, code in (("base", base), ("this", REPO)):
-                rates[name].append(json.loads(child(code, str(model), str(tmp / "reviews"))))
+            for name, code, directory in arms:
+                rates[name].append(json.loads(child(code, str(directory), str(tmp / "reviews"))))
             print(r, {k: round(v[-1]) for k, v in rates.items()}, flush=True)
     head = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
@@ -113,6 +145,10 @@ def main() -> None:
         for name, values in (
             (f"base ({args.base})", rates["base"]),
             (f"this ({head}, uncommitted changes included)", rates["this"]),
+            (
+                f"this ({head}), today's default: the GRU and its n-gram head",
+                rates["this, default"],
+            ),
         )
     ]
     body = f"""
@@ -120,7 +156,9 @@ Command: `.venv/bin/python tests/benchmarks/ab_scorer.py --base {args.base} --ro
 
 The Scorer (reviews/s, 1 thread, best of 3 passes over {args.rows:,} resampled real reviews:
 reading, tokenizing, the model) of the base revision and of this checkout, on one model
-directory written by the base code (the default `gru` shape, random weights), in turns:
+directory written by the base code (the default `gru` shape, random weights), in turns; and
+this checkout on today's default model: that GRU with an n-gram head fitted on the 6,400
+training reviews (`train`'s default settings):
 
 | code | {" | ".join(f"round {r + 1}" for r in range(args.rounds))} | median | best |
 |---|{"---:|" * args.rounds}---:|---:|

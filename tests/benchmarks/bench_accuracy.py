@@ -28,6 +28,7 @@ RESULTS.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import itertools
 import re
@@ -48,7 +49,7 @@ from sentiment.datasets import hash_fraction, read_prepared, split_keys
 from sentiment.evaluation import expected_calibration_error, fit_temperature, summarize
 from sentiment.models import calibrate
 from sentiment.text import tokenize
-from sentiment.training import encode_split, length_batches, predict
+from sentiment.training import encode_split, evaluate_split, length_batches, predict
 
 CATEGORIES = ("books", "dvd", "electronics", "kitchen")
 C_GRID = (1, 3, 10, 30, 100)
@@ -151,6 +152,17 @@ def gru_p(model, vocab, texts, max_tokens: int) -> np.ndarray:
     return np.where(split.scored, np.exp(log_probs[:, 1]), np.nan)
 
 
+@contextlib.contextmanager
+def gru_alone(model):
+    """The model without its n-gram head (the GRU's own probabilities) inside the block."""
+    head = model.ngram
+    model.ngram = None
+    try:
+        yield model
+    finally:
+        model.ngram = head
+
+
 def pct(x: float) -> str:
     return f"{100 * x:.2f} %"
 
@@ -212,12 +224,25 @@ def main() -> None:
             "titles": gru_p(model, emb.vocab, titles_test, cfg.text.max_tokens),
             "model": model,
         }
+        with gru_alone(model):
+            gru[seed]["test_alone"] = gru_p(model, emb.vocab, texts_test, cfg.text.max_tokens)
+            gru[seed]["titles_alone"] = gru_p(model, emb.vocab, titles_test, cfg.text.max_tokens)
     with warnings.catch_warnings():  # a title no model knows a word of stays NaN
         warnings.simplefilter("ignore", RuntimeWarning)
         mean_p = {k: np.nanmean([g[k] for g in gru.values()], axis=0) for k in ("test", "titles")}
 
     rows = []
-    for what, key, lin in (("test split", "test", lin_test), ("titles only", "titles", lin_titles)):
+    cases = [("test split", "test", lin_test), ("titles only", "titles", lin_titles)]
+    if base.ngrams:
+        cases += [
+            ("test split, the GRU alone", "test_alone", lin_test),
+            ("titles only, the GRU alone", "titles_alone", lin_titles),
+        ]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            for k in ("test_alone", "titles_alone"):
+                mean_p[k] = np.nanmean([g[k] for g in gru.values()], axis=0)
+    for what, key, lin in cases:
         accs = [accuracy(g[key], y_test) for g in gru.values()]
         rows.append(
             f"| {what} | {pct(accuracy(lin, y_test))} | {spread(accs)} | "
@@ -275,6 +300,11 @@ def _describe(cfg: TrainConfig) -> str:
     extras = [
         f"{k.replace('_', ' ')} {getattr(m, k)}" for k in ("word_dropout",) if getattr(m, k)
     ] + (["word bias"] if m.word_bias else [])
+    if cfg.ngrams:
+        extras.append(
+            f"n-gram head: words and pairs in ≥ {cfg.ngram_min_df} reviews, C {cfg.ngram_c:g}, "
+            f"weight {m.ngram_weight:g}"
+        )
     return ", ".join(
         [
             f"{m.readout} read-out",
@@ -291,13 +321,14 @@ def _describe(cfg: TrainConfig) -> str:
 def loco_section(d, c: float, gru: dict, base: TrainConfig, threads: int, w2v: str) -> str:
     """Train on three categories' labelled reviews, test on the fourth's test split."""
     lines, lin_all, gru_all = [], [], {s: [] for s in gru}
+    alone_all: dict[int, list[float]] = {s: [] for s in gru}
     for cat in CATEGORIES:
         train = (d["split"] == "train") & (d["category"] != cat)
         test = (d["split"] == "test") & (d["category"] == cat)
         lin = accuracy(
             tfidf(d["text"][train], d["label"][train], c)(list(d["text"][test])), d["label"][test]
         )
-        accs = []
+        accs, alone = [], []
         for seed, g in gru.items():
             cfg = dataclasses.replace(
                 base,
@@ -310,10 +341,21 @@ def loco_section(d, c: float, gru: dict, base: TrainConfig, threads: int, w2v: s
             out = plain_train(cfg, emb, threads, evaluate=("test",))
             accs.append(out["history"][-1]["test"]["accuracy"])
             gru_all[seed].append(accs[-1])
+            with gru_alone(out["model"]):
+                alone.append(
+                    evaluate_split(out["model"], out["splits"]["test"], torch.device("cpu"))[
+                        "accuracy"
+                    ]
+                )
+                alone_all[seed].append(alone[-1])
         lin_all.append(lin)
-        lines.append(f"| {cat} | {pct(lin)} | {spread(accs)} |")
+        lines.append(f"| {cat} | {pct(lin)} | {spread(accs)} | {spread(alone)} |")
     means = [statistics.mean(v) for v in gru_all.values()]
-    lines.append(f"| **average** | **{pct(statistics.mean(lin_all))}** | **{spread(means)}** |")
+    means_alone = [statistics.mean(v) for v in alone_all.values()]
+    lines.append(
+        f"| **average** | **{pct(statistics.mean(lin_all))}** | **{spread(means)}** | "
+        f"**{spread(means_alone)}** |"
+    )
     seen = (
         "as above (all 6,400 training reviews as unlabelled text, the left-out category's "
         "included; never a test review)"
@@ -325,8 +367,8 @@ def loco_section(d, c: float, gru: dict, base: TrainConfig, threads: int, w2v: s
 Leave one category out: trained on the other three categories' training reviews (4,800),
 tested on the left-out category's 400 test reviews. word2vec {seen}.
 
-| left out | TF-IDF + LR | `gru` default, mean ± sd (min–max) |
-|---|---:|---:|
+| left out | TF-IDF + LR | `gru` default, mean ± sd (min–max) | its GRU alone |
+|---|---:|---:|---:|
 {chr(10).join(lines)}
 """
 
@@ -377,8 +419,8 @@ LR for comparison: ECE {100 * lin_ece:.2f} %.
 
 
 def speed_section(g: dict, base: TrainConfig) -> str:
-    """Scorer reviews/s, 1 thread: the default model, the previous default's shape where it
-    differs, and an ensemble of three defaults."""
+    """Scorer reviews/s, 1 thread: the default model as trained, the GRU alone (the previous
+    default) and an ensemble of three GRUs alone."""
     import tempfile
 
     from bench_score import make_collection, scorer_breakdown
@@ -388,14 +430,19 @@ def speed_section(g: dict, base: TrainConfig) -> str:
     from sentiment.models import build_model
 
     emb = g["emb"]
-    shapes = {"default": base.model}
-    if base.model != ModelConfig():
-        shapes["previous default (`gru`, max read-out)"] = ModelConfig()
+    shapes = {"the GRU alone (the previous default)": ModelConfig()}
     with tempfile.TemporaryDirectory() as tmp:
         files_dir = Path(tmp) / "reviews"
         make_collection(files_dir, 20_000, seed=1)
         files = sorted(files_dir.glob("*.parquet"))
-        dirs = {}
+        dirs = {"default (the GRU and its n-gram head, as trained)": Path(tmp) / "default"}
+        write_model_dir(
+            dirs["default (the GRU and its n-gram head, as trained)"],
+            g["model"],
+            emb.vocab,
+            TextConfig(),
+            {},
+        )
         for name, shape in shapes.items():
             shape = dataclasses.replace(
                 shape, vocab_size=len(emb.vocab), embed_dim=emb.matrix.shape[1]
@@ -404,16 +451,16 @@ def speed_section(g: dict, base: TrainConfig) -> str:
             model = build_model(shape, emb.matrix)
             write_model_dir(dirs[name], model, emb.vocab, TextConfig(), {})
         members = []
-        for seed in range(3):  # three differently initialised defaults
+        for seed in range(3):  # three differently initialised GRUs alone
             torch.manual_seed(seed)
             directory = Path(tmp) / f"member-{seed}"
             shape = dataclasses.replace(
-                base.model, vocab_size=len(emb.vocab), embed_dim=emb.matrix.shape[1]
+                ModelConfig(), vocab_size=len(emb.vocab), embed_dim=emb.matrix.shape[1]
             )
             write_model_dir(directory, build_model(shape, emb.matrix), emb.vocab, TextConfig(), {})
             members.append(load_model_dir(directory))
-        dirs["ensemble of three defaults"] = Path(tmp) / "ensemble"
-        write_ensemble_dir(dirs["ensemble of three defaults"], members)
+        dirs["ensemble of three GRUs alone"] = Path(tmp) / "ensemble"
+        write_ensemble_dir(dirs["ensemble of three GRUs alone"], members)
         rates = {
             name: max(scorer_breakdown(d, files, "table", 1)["rate"] for _ in range(3))
             for name, d in dirs.items()

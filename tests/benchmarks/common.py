@@ -16,6 +16,7 @@ import torch
 from sentiment.config import TrainConfig
 from sentiment.embeddings import Embeddings, build_embeddings, load_embeddings, save_embeddings
 from sentiment.models import build_model, set_up_for
+from sentiment.ngrams import fit_ngram_head
 from sentiment.train_job import load_splits
 from sentiment.training import (
     configured_epoch,
@@ -91,7 +92,14 @@ def plain_train(
         cfg.model, vocab_size=len(emb.vocab), embed_dim=int(emb.matrix.shape[1])
     )
     splits = load_splits(cfg, emb.vocab)
+    fit = None
+    if cfg.ngrams:  # as `train` does: the head first, on the training reviews
+        train = splits["train"]
+        fit = fit_ngram_head(train.ids, train.labels, len(emb.vocab), cfg.ngram_c, cfg.ngram_min_df)
+        model_cfg = dataclasses.replace(model_cfg, ngrams=True, ngram_pairs=len(fit.pairs))
     model = build_model(model_cfg, emb.matrix)
+    if fit is not None:
+        model.ngram.load_fit(fit)
     device = torch.device("cpu")
     set_up_for(model, device, inference=False)  # as the Ray Train loop does
     optimizer = make_optimizer(model, cfg)

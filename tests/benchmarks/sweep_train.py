@@ -86,11 +86,27 @@ SWEEP: list[tuple[str, dict]] = [
     ("`pmgru`", {"variant": "pmgru"}),
     # Issue 11, word2vec beyond the auto budget (40 epochs on the train split less a fold).
     ("word2vec 80 epochs", {"w2v_epochs": 80}),
+    # Issue 11: the n-gram head (on by default since), its settings.
+    ("no n-gram head", {"ngrams": False}),
+    ("n-gram C 3", {"ngram_c": 3.0}),
+    ("n-gram C 30", {"ngram_c": 30.0}),
+    ("n-gram C 100", {"ngram_c": 100.0}),
+    ("n-gram min_df 1", {"ngram_min_df": 1}),
+    ("n-gram min_df 1, C 30", {"ngram_min_df": 1, "ngram_c": 30.0}),
+    ("n-gram weight 0.3", {"ngram_weight": 0.3}),
+    ("n-gram weight 0.7", {"ngram_weight": 0.7}),
+    # The small gains above, together.
+    ("max-mean, 8 epochs", {"readout": "max-mean", "epochs": 8}),
+    ("max-mean, word2vec 80 epochs", {"readout": "max-mean", "w2v_epochs": 80}),
+    (
+        "max-mean, 8 epochs, word2vec 80 epochs",
+        {"readout": "max-mean", "epochs": 8, "w2v_epochs": 80},
+    ),
 ]
 
 
 EMBEDDING_KEYS = ("window", "negative", "sample", "min_count", "dim", "phrases", "corpus")
-MODEL_KEYS = ("readout", "dropout", "hidden_size", "word_dropout", "word_bias")
+MODEL_KEYS = ("readout", "dropout", "hidden_size", "word_dropout", "word_bias", "ngram_weight")
 
 CARVES = {
     "group": "a tenth of the products, by a hash of group_id",
@@ -272,6 +288,11 @@ LATER = {
 
 
 def _stable(settings: dict) -> dict:
+    if not settings.get("ngrams"):  # runs without the head, before and since it existed
+        for name in ("ngrams", "ngram_c", "ngram_min_df"):
+            settings.pop(name, None)
+        for name in ("ngrams", "ngram_pairs", "ngram_weight"):
+            settings["model"].pop(name, None)
     for path, value in LATER.items():
         parent = settings
         for name in path[:-1]:
