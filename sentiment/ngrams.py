@@ -56,42 +56,54 @@ class NgramHead(nn.Module):
             self.bias.fill_(float(fit.bias))
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """ids (B, T) right-padded, lengths (B,) → logits (B,)."""
-        rows, feats, weights = tfidf_entries(ids, lengths, self.pairs, self.idf, self.vocab_size)
-        B = ids.shape[0]
-        score = torch.zeros(B, device=ids.device).index_add_(0, rows, weights * self.coef[feats])
-        norm = torch.zeros(B, device=ids.device).index_add_(0, rows, weights * weights).sqrt()
-        return score / norm.clamp(min=1e-12) + self.bias
+        """ids (B, T) right-padded, lengths (B,) → logits (B,).
+
+        Dense and per row: each review's features sorted in place, a feature's count read
+        at the end of its run, so no batch-wide unique or scatter is needed.
+        """
+        feats = features(ids, lengths, self.pairs, self.vocab_size)  # (B, L), none = -1
+        feats = feats.sort(dim=1).values
+        last = torch.ones_like(feats, dtype=torch.bool)
+        last[:, :-1] = feats[:, 1:] != feats[:, :-1]
+        position = torch.arange(feats.shape[1], device=feats.device).expand_as(feats)
+        first = torch.ones_like(last)
+        first[:, 1:] = last[:, :-1]
+        start = torch.where(first, position, 0).cummax(dim=1).values
+        tf = (position - start + 1).float()  # the count, read where a run ends
+        keep = last & (feats >= 0)
+        index = feats.clamp(min=0)
+        weight = torch.where(keep, (1.0 + tf.log()) * self.idf[index], 0.0)
+        norm = weight.square().sum(1).sqrt().clamp(min=1e-12)
+        return (weight * self.coef[index]).sum(1) / norm + self.bias
 
 
-def tfidf_entries(
-    ids: torch.Tensor,
-    lengths: torch.Tensor,
-    pairs: torch.Tensor,
-    idf: torch.Tensor | None,
-    vocab_size: int,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The non-zero entries of a batch's TF-IDF matrix, not yet normalised: (row, feature,
-    (1 + ln tf) · idf) — or, with `idf` None, (row, feature, tf)."""
+def features(
+    ids: torch.Tensor, lengths: torch.Tensor, pairs: torch.Tensor, vocab_size: int
+) -> torch.Tensor:
+    """(B, 2T - 1) feature ids of each position's word and of the pair it starts; -1 where
+    there is none (padding, <unk>, a pair not kept)."""
     B, T = ids.shape
     positions = torch.arange(T, device=ids.device).unsqueeze(0)
     lengths = lengths.to(ids.device).unsqueeze(1)
-    words_ok = (positions < lengths) & (ids >= FIRST_WORD)
-    feats = [ids[words_ok]]
-    rows = [torch.arange(B, device=ids.device).unsqueeze(1).expand(B, T)[words_ok]]
-    if T > 1 and len(pairs):
-        keys = ids[:, :-1] * vocab_size + ids[:, 1:]  # (B, T - 1)
-        slot = torch.searchsorted(pairs, keys).clamp(max=len(pairs) - 1)
-        pair_ok = (positions[:, :-1] < lengths - 1) & (pairs[slot] == keys)
-        feats.append(vocab_size + slot[pair_ok])
-        rows.append(torch.arange(B, device=ids.device).unsqueeze(1).expand(B, T - 1)[pair_ok])
-    feats_all, rows_all = torch.cat(feats), torch.cat(rows)
+    words = torch.where((positions < lengths) & (ids >= FIRST_WORD), ids, -1)
+    if T < 2 or not len(pairs):
+        return words
+    keys = ids[:, :-1] * vocab_size + ids[:, 1:]  # (B, T - 1)
+    slot = torch.searchsorted(pairs, keys).clamp(max=len(pairs) - 1)
+    found = (positions[:, :-1] < lengths - 1) & (pairs[slot] == keys)
+    return torch.cat([words, torch.where(found, vocab_size + slot, -1)], 1)
+
+
+def term_counts(
+    ids: torch.Tensor, lengths: torch.Tensor, pairs: torch.Tensor, vocab_size: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A batch's non-zero term counts as (row, feature, count) triples (for the fit)."""
+    feats = features(ids, lengths, pairs, vocab_size)
+    rows = torch.arange(len(feats)).unsqueeze(1).expand_as(feats)[feats >= 0]
+    feats = feats[feats >= 0]
     n_feats = vocab_size + len(pairs)
-    cells, tf = torch.unique(rows_all * n_feats + feats_all, return_counts=True)
-    rows_u, feats_u = cells // n_feats, cells % n_feats
-    if idf is None:
-        return rows_u, feats_u, tf.float()
-    return rows_u, feats_u, (1.0 + tf.float().log()) * idf[feats_u]
+    cells, tf = torch.unique(rows * n_feats + feats, return_counts=True)
+    return cells // n_feats, cells % n_feats, tf.float()
 
 
 def fit_ngram_head(
@@ -118,7 +130,7 @@ def fit_ngram_head(
     for start in range(0, len(reviews), 1024):  # count in batches: padded tensors stay small
         chunk = reviews[start : start + 1024]
         ids, lengths = _pad(chunk)
-        r, f, t = tfidf_entries(ids, lengths, pairs_t, None, vocab_size)
+        r, f, t = term_counts(ids, lengths, pairs_t, vocab_size)
         rows.append(r + start)
         feats.append(f)
         tfs.append(t)
