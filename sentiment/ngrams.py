@@ -82,7 +82,7 @@ def features(
 ) -> torch.Tensor:
     """(B, 2T - 1) feature ids of each position's word and of the pair it starts; -1 where
     there is none (padding, <unk>, a pair not kept)."""
-    B, T = ids.shape
+    T = ids.shape[1]
     positions = torch.arange(T, device=ids.device).unsqueeze(0)
     lengths = lengths.to(ids.device).unsqueeze(1)
     words = torch.where((positions < lengths) & (ids >= FIRST_WORD), ids, -1)
