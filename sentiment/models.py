@@ -297,11 +297,22 @@ class SentimentGRU(nn.Module):
         self.steps = steps
 
     @staticmethod
-    def _first_gates(index: torch.Tensor, lengths: torch.Tensor, tables: list[torch.Tensor]):
-        first = [F.embedding(index, tables[0])]  # (B, T, 3H)
+    def _first_gates(
+        index: torch.Tensor,
+        lengths: torch.Tensor,
+        tables: list[torch.Tensor],
+        time_major: bool = False,
+    ) -> list[torch.Tensor]:
+        """(B, T, 3H) gates per direction, looked up; `time_major` lays them out step after
+        step in memory (a (B, T, 3H) view of (T, B, 3H)), so each step's slice is contiguous."""
+        indexes = [index]
         if len(tables) == 2:
-            first.append(F.embedding(reverse_within_length(index, lengths), tables[1]))
-        return first
+            indexes.append(reverse_within_length(index, lengths))
+        if time_major:
+            return [
+                F.embedding(i.t(), t).transpose(0, 1) for i, t in zip(indexes, tables, strict=True)
+            ]
+        return [F.embedding(i, t) for i, t in zip(indexes, tables, strict=True)]
 
     def forget_input_gates(self) -> None:
         """Back to computing the first layer's input gates from the embeddings."""
@@ -327,7 +338,8 @@ class SentimentGRU(nn.Module):
             drop = torch.rand(ids.shape, device=ids.device) < self.config.word_dropout
             ids = ids.masked_fill(drop & (ids != PAD), UNK)
         if self._gate_tables is not None and not self.training:
-            outs = self.encoder(None, lengths, self._first_gates(ids, lengths, self._gate_tables))
+            gates = self._first_gates(ids, lengths, self._gate_tables, time_major=True)
+            outs = self.encoder(None, lengths, gates)
         elif self.word_gates and self.training:
             # Frozen embeddings: the first layer's input gates depend on the word alone, so
             # project each distinct word of the batch once (about a third of its tokens)
