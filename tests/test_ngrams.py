@@ -21,7 +21,7 @@ V = 12  # ids 0 and 1 are padding and <unk>; words are 2..11
 
 
 def reference_tfidf(review, pairs, idf):
-    """The head's vector of one review, written out plainly (sklearn's sublinear TF-IDF)."""
+    """The head's vector of one review, written out plainly: tf · idf over √(Σ tf · idf²)."""
     feats = [int(w) for w in review if w >= 2]
     index = {int(k): j for j, k in enumerate(pairs)}
     feats += [
@@ -31,8 +31,8 @@ def reference_tfidf(review, pairs, idf):
     ]
     x = np.zeros(V + len(pairs))
     for f, n in Counter(feats).items():
-        x[f] = (1 + math.log(n)) * idf[f]
-    norm = np.linalg.norm(x)
+        x[f] = n * idf[f]
+    norm = math.sqrt(sum(n * idf[f] ** 2 for f, n in Counter(feats).items()))
     return x / norm if norm else x
 
 

@@ -289,6 +289,10 @@ Per category (test split):
     if not args.skip_speed:
         body += speed_section(gru[seeds[0]], base)
     variant = " --loco-word2vec three" if args.loco_word2vec == "three" else ""
+    # a run that skips parts writes a section of its own: the full one stays
+    variant += "".join(
+        f" --skip-{k}" for k in ("loco", "calibration", "speed") if getattr(args, f"skip_{k}")
+    )
     write_section(
         f"Accuracy against TF-IDF + logistic regression (bench_accuracy.py{variant})", body
     )
