@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from sentiment.text import pad_batch
+
 log = logging.getLogger(__name__)
 
 FIRST_WORD = 2  # ids 0 and 1 are padding and <unk>: never features
@@ -120,8 +122,8 @@ def fit_ngram_head(
     rows, feats, tfs = [], [], []
     for start in range(0, len(reviews), 1024):  # count in batches: padded tensors stay small
         chunk = reviews[start : start + 1024]
-        ids, lengths = _pad(chunk)
-        r, f, t = term_counts(ids, lengths, pairs_t, vocab_size)
+        ids, lengths = pad_batch(chunk)
+        r, f, t = term_counts(torch.from_numpy(ids), torch.from_numpy(lengths), pairs_t, vocab_size)
         rows.append(r + start)
         feats.append(f)
         tfs.append(t)
@@ -179,11 +181,3 @@ def fit_ngram_head(
         train_accuracy=accuracy,
         iterations=evaluations,
     )
-
-
-def _pad(reviews: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-    lengths = np.fromiter(map(len, reviews), dtype=np.int64, count=len(reviews))
-    ids = np.zeros((len(reviews), max(1, int(lengths.max(initial=0)))), dtype=np.int64)
-    for i, r in enumerate(reviews):
-        ids[i, : len(r)] = r
-    return torch.from_numpy(ids), torch.from_numpy(lengths)
