@@ -9,6 +9,7 @@ cluster at hand, and commits what the pipeline staged (sentiment.commit).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -232,7 +233,7 @@ def _attempt(run: _Run, units: list, schema: pa.Schema, add_id: bool):
     # and 30 minutes for a run that has stopped moving.
     ctx.wait_for_min_actors_s = math.ceil(cfg.resource_timeout_s)
     ctx.execution_no_progress_timeout_s = cfg.resource_timeout_s
-    registry = ray.remote(num_cpus=0)(Registry).remote()
+    registry = start_registry()
     ds = ray.data.read_datasource(make_datasource(units, schema, add_id), num_cpus=IO_CPUS)
     with warnings.catch_warnings():
         # max_restarts has no named parameter yet; Ray 2.64 drops **ray_remote_args
@@ -242,12 +243,35 @@ def _attempt(run: _Run, units: list, schema: pa.Schema, add_id: bool):
     try:
         yield from ds.iter_rows()
     finally:
-        run.actors.extend(ray.get(registry.get.remote()))
-        # A failed attempt's surviving actors would hold the CPUs or GPUs the next
-        # attempt's actors need until Ray Data lets go of them: end them now.
-        for actor in ray.get(registry.actors.remote()):
+        _end_attempt(run, registry)
+
+
+def start_registry():
+    """The attempt's Registry, on the driver's own node: if it lived on a node that dies,
+    the attempt's surviving actors could not be found and ended, and would hold their
+    CPUs or GPUs from the next attempt (which then waited for room that never came)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    return ray.remote(Registry).options(num_cpus=0, scheduling_strategy=here).remote()
+
+
+def _end_attempt(run: _Run, registry) -> None:
+    """Record the attempt's actors and end those still alive: a failed attempt's
+    survivors would hold the CPUs or GPUs the next attempt's actors need until Ray Data
+    lets go of them. Never raises: the attempt's own error is the one to report."""
+    import ray
+
+    try:
+        run.actors.extend(ray.get(registry.get.remote(), timeout=60))
+        actors = ray.get(registry.actors.remote(), timeout=60)
+    except Exception as exc:  # the driver's node is failing too: the run is ending
+        log.warning("could not end the scoring actors of run %s: %s", run.run_id, exc)
+        actors = []
+    for actor in [*actors, registry]:
+        with contextlib.suppress(Exception):
             ray.kill(actor)
-        ray.kill(registry)
 
 
 def _score_blocks(ds, run: _Run, registry):

@@ -118,6 +118,35 @@ def test_a_worker_node_killed_mid_score_loses_and_duplicates_no_row(
     committed = committed_ids(tmp_path / "out")
     assert len(committed) == len(set(committed)) == 19_200
     assert set(committed) == set(ids)
+    # The loss was noticed, and the failed attempt's actors are still on record.
+    manifest = json.loads((tmp_path / "out" / "_manifest.json").read_text())
+    assert manifest["retries"] and manifest["retries"][0]["attempt"] == 1
+    assert len(manifest["actors"]) >= 2
+
+
+# A driver joining the cluster (a child process: in this one it would hold resources).
+_REGISTRY_NODES = """
+import sys, ray
+from sentiment.score_job import start_registry
+ray.init(address=sys.argv[1])
+here = ray.get_runtime_context().get_node_id()
+registries = [start_registry() for _ in range(8)]
+nodes = ray.get([r.__ray_call__.remote(lambda self: ray.get_runtime_context().get_node_id())
+                 for r in registries], timeout=120)
+print(sum(n == here for n in nodes), len(nodes))
+"""
+
+
+def test_the_scoring_registry_lives_on_the_drivers_node(cluster):
+    """Not on a worker that may die with it: a lost registry left the failed attempt's
+    surviving actors holding their CPUs, and the next attempt waited for room."""
+    workers(cluster, 2)
+    done = subprocess.run(
+        [sys.executable, "-c", _REGISTRY_NODES, cluster.address],
+        env=cluster.env(), capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split()[-2:] == ["8", "8"]
 
 
 def test_a_worker_node_killed_mid_train_resumes_from_the_last_checkpoint(cluster, tmp_path):
