@@ -197,7 +197,9 @@ class ModelConfig:
     ngrams: bool = False
     ngram_pairs: int = 0  # word pairs it scores, beside the vocabulary's words
     ngram_weight: float = setting(
-        0.5, "With --ngrams: the n-gram head's share of P(positive); the GRU has the rest."
+        0.5,
+        "With --ngrams: the n-gram head's share of the log-odds of P(positive); the GRU has "
+        "the rest.",
     )
 
     def __post_init__(self) -> None:

@@ -101,17 +101,47 @@ def small_model(weight: float = 0.5, seed: int = 0):
     return model.eval(), reviews
 
 
-def test_model_averages_gru_and_head_probabilities_by_the_weight():
-    model, reviews = small_model(weight=0.3)
-    ids, lengths = (torch.from_numpy(a) for a in pad_batch(reviews))
+def probabilities(model, ids, lengths):
+    """P(positive) of the mixture, of the head alone and of the GRU alone."""
     with torch.no_grad():
         mixed = model(ids, lengths).exp()
         p_head = torch.sigmoid(model.ngram(ids, lengths))
-        model.ngram_off = model.ngram
-        model.ngram = None
+        head, model.ngram = model.ngram, None
         p_gru = model(ids, lengths).exp()[:, 1]
-    assert torch.allclose(mixed[:, 1], 0.7 * p_gru + 0.3 * p_head, atol=1e-6)
-    assert torch.allclose(mixed.sum(1), torch.ones(len(reviews)), atol=1e-6)
+        model.ngram = head
+    assert torch.allclose(mixed.sum(1), torch.ones(len(ids)), atol=1e-6)
+    return mixed[:, 1], p_head, p_gru
+
+
+def test_model_mixes_gru_and_head_log_odds_by_the_weight():
+    model, reviews = small_model(weight=0.3)
+    ids, lengths = (torch.from_numpy(a) for a in pad_batch(reviews))
+    mixed, p_head, p_gru = probabilities(model, ids, lengths)
+    logit = torch.logit(p_gru.double()) * 0.7 + torch.logit(p_head.double()) * 0.3
+    assert torch.allclose(mixed.double(), torch.sigmoid(logit), atol=1e-5)
+    # The normalised geometric mean of the two distributions, weighted.
+    geometric = p_gru**0.7 * p_head**0.3
+    rest = (1 - p_gru) ** 0.7 * (1 - p_head) ** 0.3
+    assert torch.allclose(mixed, geometric / (geometric + rest), atol=1e-5)
+
+
+def test_equal_shares_decide_as_the_average_of_probabilities():
+    """At w = 0.5 the log-odds mix picks the class the plain average would: only how sure
+    it says it is differs (sharper; the average pulls towards 0.5)."""
+    model, reviews = small_model(weight=0.5, seed=3)
+    ids, lengths = (torch.from_numpy(a) for a in pad_batch(reviews))
+    mixed, p_head, p_gru = probabilities(model, ids, lengths)
+    average = (p_gru + p_head) / 2
+    assert torch.equal(mixed > 0.5, average > 0.5)
+    assert ((mixed - 0.5).abs() >= (average - 0.5).abs() - 1e-6).all()
+
+
+@pytest.mark.parametrize("weight, alone", [(0.0, "gru"), (1.0, "head")])
+def test_a_share_of_zero_or_one_is_the_gru_or_the_head_alone(weight, alone):
+    model, reviews = small_model(weight=weight)
+    ids, lengths = (torch.from_numpy(a) for a in pad_batch(reviews))
+    mixed, p_head, p_gru = probabilities(model, ids, lengths)
+    assert torch.allclose(mixed, p_gru if alone == "gru" else p_head, atol=1e-6)
 
 
 def test_training_mode_reads_the_gru_alone():
