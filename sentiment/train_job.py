@@ -58,8 +58,11 @@ class TrainResult:
     metrics: dict[str, Any]
 
 
-def load_splits(cfg: TrainConfig, vocab: Vocabulary) -> dict[str, EncodedSplit]:
-    """train (minus the validation carve), val (if val_fraction > 0) and test (if present)."""
+def load_splits(
+    cfg: TrainConfig, vocab: Vocabulary, names: tuple[str, ...] = ("train", "val", "test")
+) -> dict[str, EncodedSplit]:
+    """train (minus the validation carve), val (if val_fraction > 0) and test (if present);
+    only those of `names` are encoded."""
     table = read_prepared(
         cfg.data, columns=["review_id", "text", "label", "category", "split", "group_id"]
     )
@@ -79,7 +82,7 @@ def load_splits(cfg: TrainConfig, vocab: Vocabulary) -> dict[str, EncodedSplit]:
             cfg.text.max_tokens,
         )
         for name, idx in parts.items()
-        if idx
+        if idx and name in names
     }
 
 
@@ -221,7 +224,7 @@ def run_training(cfg: TrainConfig, address: str = "") -> TrainResult:
 def fit_ngrams(cfg: TrainConfig, vocab: Vocabulary) -> NgramFit:
     """The n-gram head, fitted here on the driver on the training reviews (the validation
     carve left out) as the GRU will read them."""
-    train = load_splits(cfg, vocab).get("train")
+    train = load_splits(cfg, vocab, names=("train",)).get("train")
     if train is None:
         raise SentimentError(f"{cfg.data}: no training reviews")
     return fit_ngram_head(train.ids, train.labels, len(vocab), cfg.ngram_c, min_df=cfg.ngram_min_df)

@@ -289,6 +289,11 @@ def test_word2vec_never_sees_the_validation_reviews(tiny_dataset):
     assert len(texts) + len(val) == len(table["text"])
     splits = load_splits(cfg, Vocabulary.from_words([]))
     assert (len(splits["train"]), len(splits["val"])) == (len(texts), len(val))
+    # The n-gram head's fit encodes the training reviews only: the same ones.
+    only = load_splits(cfg, Vocabulary.from_words([]), names=("train",))
+    assert (
+        list(only) == ["train"] and only["train"].labels.tolist() == splits["train"].labels.tolist()
+    )
 
 
 def test_an_ensemble_trains_with_phrases_and_is_calibrated_on_validation(
