@@ -6,9 +6,9 @@ For each fold k (seed k, validation on the k-th tenth of the train split's produ
 sweep_train.py --folds does), trains the default model (GRU + n-gram head) on the rest and
 reads both parts' log-odds on the validation tenth, and on the test split to report only.
 Compares ways to combine them with no validation carve at run time: the average of the
-probabilities, the average of the log-odds (the default), their sum; and, fitted on the
-other folds' validation reviews, a temperature on the probability average and a weight
-for each part's log-odds. Writes a section of RESULTS.md.
+probabilities, the average of the log-odds (the default), other shares of the log-odds,
+their sum; and, fitted on the other folds' validation reviews, a temperature on the
+probability average and a weight for each part's log-odds. Writes a section of RESULTS.md.
 """
 
 from __future__ import annotations
@@ -74,6 +74,8 @@ def mixes(zg, zh, temperature, weights) -> dict[str, np.ndarray]:
         "n-gram head alone": ph,
         "average of probabilities": average,
         "**average of log-odds (default)**": sigmoid((zg + zh) / 2),
+        "log-odds, the head's share 0.6": sigmoid(0.4 * zg + 0.6 * zh),
+        "log-odds, the head's share 0.7": sigmoid(0.3 * zg + 0.7 * zh),
         "sum of log-odds": sigmoid(zg + zh),
         f"average of probabilities, temperature fitted ({temperature:.2f})": sigmoid(
             np.log(average / (1 - average)) / temperature
@@ -128,7 +130,10 @@ def main() -> None:
                         label,
                     )
                 )
-        print(f"fold {fold}: temperature {temperature:.3f}, weights {tuple(map(float, weights))}", flush=True)
+        print(
+            f"fold {fold}: temperature {temperature:.3f}, weights {tuple(map(float, weights))}",
+            flush=True,
+        )
 
     def table(name: str) -> str:
         lines = [
