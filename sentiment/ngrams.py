@@ -54,10 +54,12 @@ class NgramHead(nn.Module):
         self.register_buffer("bias", torch.zeros(1))
 
     def load_fit(self, fit: NgramFit) -> None:
+        # torch.tensor copies: the arrays may be read-only (a Ray worker's, from the object
+        # store), which torch.as_tensor warns about.
         with torch.no_grad():
-            self.pairs.copy_(torch.as_tensor(fit.pairs, dtype=torch.int64))
-            self.idf.copy_(torch.as_tensor(fit.idf, dtype=torch.float32))
-            self.coef.copy_(torch.as_tensor(fit.coef, dtype=torch.float32))
+            self.pairs.copy_(torch.tensor(fit.pairs, dtype=torch.int64))
+            self.idf.copy_(torch.tensor(fit.idf, dtype=torch.float32))
+            self.coef.copy_(torch.tensor(fit.coef, dtype=torch.float32))
             self.bias.fill_(float(fit.bias))
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

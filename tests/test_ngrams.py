@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import warnings
 from collections import Counter
 
 import numpy as np
@@ -150,6 +151,20 @@ def test_training_mode_reads_the_gru_alone():
     trained = model.train()(ids, lengths)
     model.ngram = None
     assert torch.equal(trained, model.train()(ids, lengths))
+
+
+def test_a_read_only_fit_loads_silently_and_is_copied():
+    """A Ray worker gets the fit's arrays read-only from the object store."""
+    reviews = random_reviews(40, seed=5)
+    fit = fit_ngram_head(reviews, np.array([i % 2 for i in range(40)]), V, c=10.0, min_df=1)
+    for a in (fit.pairs, fit.idf, fit.coef):
+        a.setflags(write=False)
+    head = NgramHead(V, len(fit.pairs))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        head.load_fit(fit)
+    head.coef.add_(1.0)  # the head's own tensors, not views of the fit's arrays
+    assert np.allclose(head.coef.numpy() - 1.0, fit.coef, atol=1e-6)
 
 
 def test_model_directory_round_trip_keeps_the_head(tmp_path):
