@@ -28,7 +28,6 @@ RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import itertools
 import re
@@ -42,7 +41,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
-from common import AMAZON, CACHE, amazon_embeddings, plain_train, prepared_amazon, write_section
+from common import (
+    AMAZON,
+    CACHE,
+    amazon_embeddings,
+    gru_alone,
+    plain_train,
+    prepared_amazon,
+    write_section,
+)
 
 from sentiment.config import ModelConfig, TrainConfig
 from sentiment.datasets import hash_fraction, read_prepared, split_keys
@@ -150,17 +157,6 @@ def gru_p(model, vocab, texts, max_tokens: int) -> np.ndarray:
         model, split, length_batches(split.lengths, 256, shuffle=False), torch.device("cpu")
     )
     return np.where(split.scored, np.exp(log_probs[:, 1]), np.nan)
-
-
-@contextlib.contextmanager
-def gru_alone(model):
-    """The model without its n-gram head (the GRU's own probabilities) inside the block."""
-    head = model.ngram
-    model.ngram = None
-    try:
-        yield model
-    finally:
-        model.ngram = head
 
 
 def pct(x: float) -> str:

@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
-from common import amazon_embeddings, plain_train, prepared_amazon, write_section
+from common import amazon_embeddings, gru_alone, plain_train, prepared_amazon, write_section
 
 from sentiment.config import TrainConfig
 from sentiment.evaluation import expected_calibration_error, fit_temperature
@@ -35,17 +35,13 @@ def log_odds(model, split) -> tuple[np.ndarray, np.ndarray]:
     """(GRU, head) log-odds of P(positive) for each review of the split."""
     batches = length_batches(split.lengths, 256, shuffle=False)
     cpu = torch.device("cpu")
-    head = model.ngram
-    model.ngram = None  # the GRU's own log-probabilities
-    try:
+    with gru_alone(model):
         gru = predict(model, split, batches, cpu)
-    finally:
-        model.ngram = head
     head_scores = np.zeros(len(split.labels))
     with torch.no_grad():
         for b in batches:
             ids, lengths, _ = to_tensors(split, b, cpu)
-            head_scores[b] = head(ids, lengths).numpy()
+            head_scores[b] = model.ngram(ids, lengths).numpy()
     return gru[:, 1] - gru[:, 0], head_scores
 
 

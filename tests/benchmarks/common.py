@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import os
@@ -134,6 +135,17 @@ def machine() -> str:
     except OSError:
         pass
     return f"{os.cpu_count()} cores ({cpu}), torch {torch.__version__}, Python {platform.python_version()}"
+
+
+@contextlib.contextmanager
+def gru_alone(model):
+    """The model without its n-gram head (the GRU's own probabilities) inside the block."""
+    head = model.ngram
+    model.ngram = None
+    try:
+        yield model
+    finally:
+        model.ngram = head
 
 
 def write_section(title: str, body: str) -> None:
