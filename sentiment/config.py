@@ -433,9 +433,14 @@ class ScoreConfig:
     )
     rows_per_file: int = setting(
         50_000,
-        "Input rows (whole row groups) read, scored and written together: at most this many "
-        "per output file, and what a lost node makes the run score again.",
+        "Rows per output file: input rows (whole row groups; small files gathered) read, "
+        "scored and written together, and what a lost node makes the run score again.",
         min=1,
+    )
+    union_schemas: bool = setting(
+        False,
+        "Inputs whose columns differ are written with the union of their columns (types "
+        "promoted, missing columns as nulls); without it they are refused.",
     )
     max_attempts: int = setting(
         3, "Attempts of the pipeline when nodes are lost, each over what is left unscored.", min=1

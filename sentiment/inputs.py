@@ -306,11 +306,3 @@ def check_inputs(
             continue
         good.append(f)
     return good, skipped, ignored
-
-
-def unified_schema(files: list[InputFile]) -> pa.Schema:
-    """One schema for every file (a column missing from a file reads as nulls there)."""
-    try:
-        return pa.unify_schemas([f.schema for f in files], promote_options="permissive")
-    except (pa.ArrowException, TypeError) as exc:
-        raise SentimentError(f"input files have conflicting schemas: {exc}") from None

@@ -1,9 +1,10 @@
 """The Ray Data side of `sentiment-jobs score`: read units, score and write in actors.
 
-    units (an input file's consecutive row groups, about `rows_per_file` rows each)
-        ─► one read task per unit (exact row positions, for generated ids)
+    units (about `rows_per_file` rows of whole row groups; see sentiment.layout)
+        ─► one read task per unit, one block each (exact row positions, for generated ids)
         ─► map_batches(ScorerActor): score a block, write it as one Parquet file to
-           staging, return a receipt (unit, first row, rows, file)
+           staging (named `*.staged`, so no reader's glob sees it), return a receipt
+           (unit, first row, rows, file)
         ─► the driver collects receipts: a unit is done when its receipts tile its rows
 
 Actors write their own output, so no scored block waits in an object store that can die
@@ -20,7 +21,6 @@ import itertools
 import json
 import logging
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,53 +28,21 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sentiment.config import SentimentError
-from sentiment.inputs import InputFile
+from sentiment.layout import GENERATED_ID, Unit, conform
 
 log = logging.getLogger(__name__)
-GENERATED_ID = "row_id"
 # Columns a read block carries to its actor, dropped before scoring.
 UNIT, POS, SOURCE = "__sentiment_unit", "__sentiment_pos", "__sentiment_source"
+STAGED = ".staged"  # a staged data file's suffix
 RECEIPT = pa.schema(
     [("unit", pa.int64()), ("first", pa.int64()), ("rows", pa.int64()), ("path", pa.string())]
 )
 
 
-@dataclass(frozen=True)
-class Unit:
-    """What one read task reads: consecutive row groups of one input file."""
-
-    index: int
-    file: InputFile
-    groups: tuple[int, ...]
-    first_row: int  # position of the unit's first row in its file
-    rows: int
-
-    @property
-    def source(self) -> str:
-        """Where the unit's rows come from, as its blocks carry it to the actor."""
-        rows = [self.file.group_rows[g] for g in self.groups]
-        return json.dumps({"uri": self.file.uri, "groups": list(self.groups), "rows": rows})
-
-
-def plan_units(files: list[InputFile], rows_per_unit: int) -> list[Unit]:
-    """Every input row in exactly one unit; a unit holds whole row groups of one file."""
-    units: list[Unit] = []
-    for f in files:
-        first, groups, rows = 0, [], 0
-        for g, n in enumerate(f.group_rows):
-            groups.append(g)
-            rows += n
-            if rows >= rows_per_unit:
-                units.append(Unit(len(units), f, tuple(groups), first, rows))
-                first, groups, rows = first + rows, [], 0
-        if groups and rows:
-            units.append(Unit(len(units), f, tuple(groups), first, rows))
-    return units
-
-
 def make_datasource(units: list[Unit], schema: pa.Schema, add_id: bool):
-    """A Ray Datasource with one read task per unit, each yielding the unit's rows once,
-    cast to `schema`, with the unit, each row's position in it, and where it came from."""
+    """A Ray Datasource with one read task per unit, each yielding the unit's rows once as
+    one block, in the inputs' one `schema`, with the unit, each row's position in it, and
+    where its rows came from."""
     from ray.data.block import BlockMetadata
     from ray.data.datasource import Datasource, ReadTask
 
@@ -86,20 +54,23 @@ def make_datasource(units: list[Unit], schema: pa.Schema, add_id: bool):
     )
 
     def read(unit: Unit):
-        f = unit.file
-        with f.fs.open_input_file(f.path) as handle:
-            pf = pq.ParquetFile(handle)
-            parts = []
-            for g in unit.groups:
-                try:
-                    parts.append(conform(pf.read_row_group(g), schema))
-                except (OSError, pa.ArrowException) as exc:
-                    raise SentimentError(f"{f.uri}: cannot read row group {g}: {exc}") from None
+        parts = []
+        for segment in unit.segments:
+            f = segment.file
+            with f.fs.open_input_file(f.path) as handle:
+                pf = pq.ParquetFile(handle)
+                for g in segment.groups:
+                    try:
+                        part = conform(pf.read_row_group(g), schema)
+                    except (OSError, pa.ArrowException) as exc:
+                        raise SentimentError(f"{f.uri}: cannot read row group {g}: {exc}") from None
+                    if add_id:
+                        first = segment.first_row + sum(f.group_rows[segment.groups[0] : g])
+                        ids = [f"{f.uri}:{first + i}" for i in range(part.num_rows)]
+                        part = part.append_column(GENERATED_ID, pa.array(ids, pa.string()))
+                    parts.append(part)
         table = pa.concat_tables(parts)
         n = table.num_rows
-        if add_id:
-            ids = [f"{f.uri}:{unit.first_row + i}" for i in range(n)]
-            table = table.append_column(GENERATED_ID, pa.array(ids, pa.string()))
         source = pa.DictionaryArray.from_arrays(pa.array([0] * n, pa.int32()), [unit.source])
         table = table.append_column(UNIT, pa.array([unit.index] * n, pa.int64()))
         table = table.append_column(POS, pa.array(range(n), pa.int64()))
@@ -107,14 +78,20 @@ def make_datasource(units: list[Unit], schema: pa.Schema, add_id: bool):
 
     class ReviewUnits(Datasource):
         def estimate_inmemory_data_size(self) -> int:
-            return sum(u.file.size * u.rows // max(1, u.file.rows) for u in units) * 3
+            return (
+                sum(s.file.size * s.rows // max(1, s.file.rows) for u in units for s in u.segments)
+                * 3
+            )
 
         def get_read_tasks(self, parallelism, per_task_row_limit=None, data_context=None):
             return [
                 ReadTask(
                     lambda u=u: read(u),
                     BlockMetadata(
-                        num_rows=u.rows, size_bytes=None, exec_stats=None, input_files=[u.file.uri]
+                        num_rows=u.rows,
+                        size_bytes=None,
+                        exec_stats=None,
+                        input_files=[s.file.uri for s in u.segments],
                     ),
                     out_schema,
                 )
@@ -124,24 +101,14 @@ def make_datasource(units: list[Unit], schema: pa.Schema, add_id: bool):
     return ReviewUnits()
 
 
-def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """A file's table in the unified column order and types; absent columns as nulls."""
-    columns = [
-        table.column(field.name).cast(field.type)
-        if field.name in table.column_names
-        else pa.nulls(table.num_rows, field.type)
-        for field in schema
-    ]
-    return pa.Table.from_arrays(columns, schema=schema)
-
-
 class ScorerActor:
-    """Scores a block and writes it to staging as one Parquet file; returns its receipt.
+    """Scores a block and writes it to staging as one Parquet file in the output's
+    `schema`; returns its receipt.
 
     Built from the model *path*; reports once which node and device it got."""
 
     def __init__(self, *, model_dir, text_column, max_tokens, batch_size, pool_rows, threads,
-                 output, staging, registry=None):  # fmt: skip
+                 output, staging, schema=None, registry=None):  # fmt: skip
         import os
 
         import ray
@@ -156,7 +123,7 @@ class ScorerActor:
             batch_size=batch_size,
             threads=threads,
         )
-        self.pool_rows, self.staging = pool_rows, staging
+        self.pool_rows, self.staging, self.schema = pool_rows, staging, schema
         self.fs, _ = filesystem(output)
         if registry is not None:
             info = {
@@ -177,46 +144,58 @@ class ScorerActor:
         unit, first = block[UNIT][0].as_py(), block[POS][0].as_py()
         source = json.loads(block[SOURCE][0].as_py())
         data = block.drop_columns([UNIT, POS, SOURCE])
-        name = f"{self.staging}/part-{unit:07d}-{first:010d}-{uuid.uuid4().hex[:8]}"
+        # Not `*.parquet` until committed: a reader's glob over the output never sees it.
+        path = f"{self.staging}/part-{unit:07d}-{first:010d}-{uuid.uuid4().hex[:8]}{STAGED}"
         try:
             self.fs.create_dir(self.staging, recursive=True)
-            with self.fs.open_output_stream(name + ".tmp") as stream:
+            # Written in place: only a receipt makes a staged file part of the output, so a
+            # file cut off mid-write is never committed (it goes with the staging area).
+            with self.fs.open_output_stream(path) as stream:
                 writer = None
                 # Length-sorting pools of `pool_rows` (the Scorer pads within a pool).
                 for start in range(0, data.num_rows, self.pool_rows):
                     scored = self._score(data.slice(start, self.pool_rows), source, first + start)
+                    if self.schema is not None:
+                        scored = conform(scored, self.schema)
                     writer = writer or pq.ParquetWriter(stream, scored.schema)
                     writer.write_table(scored)
                 writer.close()
-            self.fs.move(name + ".tmp", name + ".parquet")  # whole or not at all
         except (OSError, pa.ArrowException) as exc:
             raise SentimentError(
-                f"{source['uri']}: writing scores to {name}.parquet failed: {one_line(exc)}"
+                f"{source[0]['uri']}: writing scores to {path} failed: {one_line(exc)}"
             ) from None
-        path = f"{name}.parquet"
         return pa.table(
             {"unit": [unit], "first": [first], "rows": [block.num_rows], "path": [path]},
             schema=RECEIPT,
         )
 
-    def _score(self, rows: pa.Table, source: dict[str, Any], first: int) -> pa.Table:
+    def _score(self, rows: pa.Table, source: list[dict[str, Any]], first: int) -> pa.Table:
         """The Scorer over `rows`, which start at position `first` of their unit. Any
         error becomes one line naming the input file and the row group of the row that
         caused it (each row group of the rows is scored alone until one fails)."""
         try:
             return self.scorer(rows)
         except Exception as exc:
-            where = f"{source['uri']}: row groups {source['groups']}"
-            ends = list(itertools.accumulate(source["rows"]))
-            for g, end, n in zip(source["groups"], ends, source["rows"], strict=True):
-                lo, hi = max(end - n, first), min(end, first + rows.num_rows)
-                if lo < hi:
-                    try:
-                        self.scorer(rows.slice(lo - first, hi - lo))
-                    except Exception:
-                        where = f"{source['uri']}: row group {g}"
-                        break
+            where = "; ".join(f"{s['uri']}: row groups {s['groups']}" for s in source[:3])
+            for g, a, b in _group_spans(source, first, first + rows.num_rows):
+                try:
+                    self.scorer(rows.slice(a - first, b - a))
+                except Exception:
+                    where = g
+                    break
             raise SentimentError(f"{where}: scoring failed: {one_line(exc)}") from None
+
+
+def _group_spans(source: list[dict[str, Any]], lo: int, hi: int):
+    """("<file>: row group <g>", start, end) of each row group's rows within the unit's
+    rows [lo, hi), in order."""
+    for segment in source:
+        at = segment["at"]
+        for g, n in zip(segment["groups"], segment["rows"], strict=True):
+            a, b = max(at, lo), min(at + n, hi)
+            if a < b:
+                yield f"{segment['uri']}: row group {g}", a, b
+            at += n
 
 
 def one_line(exc: BaseException) -> str:
@@ -252,17 +231,17 @@ class Registry:
         return self.handles
 
 
-def complete(unit: Unit, receipts: list[tuple[int, int, str]]) -> list[str] | None:
-    """The files of receipts (first, rows, path) that tile the unit's rows exactly, or
+def complete(unit: Unit, receipts: list[tuple[int, int, str]]) -> list[tuple[int, int, str]] | None:
+    """The receipts (first, rows, path) that tile the unit's rows exactly, in order, or
     None. A block scored twice (its read ran again after a node loss) is kept once."""
     by_first: dict[int, tuple[int, str]] = {}
     for first, rows, path in receipts:
         by_first.setdefault(first, (rows, path))
-    files, at = [], 0
+    tiles, at = [], 0
     while at < unit.rows:
         if at not in by_first:
             return None
         rows, path = by_first[at]
-        files.append(path)
+        tiles.append((at, rows, path))
         at += rows
-    return files if at == unit.rows else None
+    return tiles if at == unit.rows else None

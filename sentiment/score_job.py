@@ -26,15 +26,20 @@ import pyarrow.parquet as pq
 from sentiment.artifacts import resolve_model, versions
 from sentiment.commit import OutputDir, staged_name
 from sentiment.config import ScoreConfig, SentimentError, absolute, store_location, to_dict
-from sentiment.inputs import InputFile, check_inputs, check_output_apart, unified_schema
-from sentiment.pipeline import (
+from sentiment.inputs import InputFile, check_inputs, check_output_apart
+from sentiment.layout import (
     GENERATED_ID,
-    Registry,
-    ScorerActor,
-    complete,
-    make_datasource,
+    committed_inputs_schema,
+    conform,
+    file_pieces,
+    incremental_plan,
+    input_schema,
+    keep_rows,
+    output_schema,
     plan_units,
+    schema_difference,
 )
+from sentiment.pipeline import STAGED, Registry, ScorerActor, complete, make_datasource
 from sentiment.scoring import OUTPUT_COLUMNS, STATUSES
 
 log = logging.getLogger(__name__)
@@ -60,12 +65,15 @@ class _Run:
     previous: dict[str, Any] | None  # the committed manifest an incremental run extends
     kept_inputs: list[dict[str, Any]] = field(default_factory=list)
     kept_files: list[dict[str, Any]] = field(default_factory=list)
+    carried: list[tuple[dict[str, Any], list[dict[str, Any]]]] = field(default_factory=list)
+    schema: pa.Schema | None = None  # of every output file
     changes: dict[str, list[str]] = field(default_factory=dict)  # changed/removed inputs
     ignored: list[dict[str, str]] = field(default_factory=list)  # see inputs.resolve
     file_counts: dict[str, dict[str, int]] = field(default_factory=dict)  # per staged file
     plan: dict[str, float] = field(default_factory=dict)
     staged: list[str] = field(default_factory=list)
-    staged_inputs: dict[str, str] = field(default_factory=dict)  # staged file -> its input
+    staged_pieces: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # input rows
+    carried_files: list[str] = field(default_factory=list)  # staged rewrites of kept files
     actors: list[dict[str, Any]] = field(default_factory=list)
     nodes: list[dict[str, float]] = field(default_factory=list)  # alive at the last attempt
     retries: list[dict[str, Any]] = field(default_factory=list)  # attempts that lost nodes
@@ -135,24 +143,29 @@ def run_scoring(cfg: ScoreConfig, address: str = "") -> ScoreSummary:
     with out.lock(run_id):
         out.prepare()
         previous = out.committed_manifest() if cfg.incremental else None
-        todo, kept_inputs, kept_files, changes = _incremental_plan(files, previous)
+        plan = incremental_plan(files, previous)
         run = _Run(
-            cfg, run_id, started, out, model_dir, todo, skipped, previous, kept_inputs, kept_files
-        )
-        run.changes, run.ignored = changes, ignored
-        schema = unified_schema(todo) if todo else None
-        if schema is not None:
-            _check_output_names(schema, todo)
+            cfg, run_id, started, out, model_dir, plan.todo, skipped, previous,
+            plan.kept_inputs, plan.kept_files, plan.carried,
+        )  # fmt: skip
+        run.changes, run.ignored = plan.changes, ignored
+        schema = _one_schema(run)
+        if plan.todo:
+            _check_output_names(schema, plan.todo)
         add_id = bool(schema is not None and not cfg.id_column and "review_id" not in schema.names)
+        run.schema = output_schema(schema, add_id) if schema is not None else None
         init_ray(address)  # after the checks: a bad input fails before any Ray starts
         run.nodes = alive_nodes()
         run.plan = plan_resources(cfg, run.nodes)
         try:
-            if todo:
+            if run.todo:
                 _run_pipeline(run, schema, add_id)
-            counts, run.file_counts = _verify(run.staged, sum(f.rows for f in todo), out, run_id)
+            counts, run.file_counts = _verify(
+                run.staged, sum(f.rows for f in run.todo), out, run_id
+            )
+            _carry(run)
             manifest = _manifest(run, counts)
-            out.commit(run_id, run.staged, manifest)
+            out.commit(run_id, run.staged + run.carried_files, manifest)
         except BaseException:
             out.discard(run_id)
             raise
@@ -178,7 +191,7 @@ def _run_pipeline(run: _Run, schema: pa.Schema, add_id: bool) -> None:
 
     units = plan_units(run.todo, run.cfg.rows_per_file)
     receipts: dict[int, list[tuple[int, int, str]]] = {u.index: [] for u in units}
-    done: dict[int, list[str]] = {}
+    done: dict[int, list[tuple[int, int, str]]] = {}
     for attempt in range(1, run.cfg.max_attempts + 1):
         left = [u for u in units if u.index not in done]
         if attempt > 1:
@@ -216,8 +229,12 @@ def _run_pipeline(run: _Run, schema: pa.Schema, add_id: bool) -> None:
             attempt, run.run_id, reason, len(done), len(units),
         )  # fmt: skip
         run.retries.append({"attempt": attempt, "reason": reason, "units_done": len(done)})
-    run.staged = sorted(path for files in done.values() for path in files)
-    run.staged_inputs = {path: units[i].file.uri for i, files in done.items() for path in files}
+    run.staged_pieces = {
+        path: units[i].pieces(first, rows)
+        for i, tiles in done.items()
+        for first, rows, path in tiles
+    }
+    run.staged = sorted(run.staged_pieces)
 
 
 def _attempt(run: _Run, units: list, schema: pa.Schema, add_id: bool):
@@ -234,7 +251,12 @@ def _attempt(run: _Run, units: list, schema: pa.Schema, add_id: bool):
     ctx.wait_for_min_actors_s = math.ceil(cfg.resource_timeout_s)
     ctx.execution_no_progress_timeout_s = cfg.resource_timeout_s
     registry = start_registry()
-    ds = ray.data.read_datasource(make_datasource(units, schema, add_id), num_cpus=IO_CPUS)
+    # One block per unit, so one output file per unit: left to itself Ray Data splits
+    # each read task's output to reach its minimum number of blocks (200), which made
+    # hundreds of small files.
+    ds = ray.data.read_datasource(
+        make_datasource(units, schema, add_id), num_cpus=IO_CPUS, override_num_blocks=len(units)
+    )
     with warnings.catch_warnings():
         # max_restarts has no named parameter yet; Ray 2.64 drops **ray_remote_args
         # (pyproject pins ray below it until then).
@@ -290,6 +312,7 @@ def _score_blocks(ds, run: _Run, registry):
             "threads": plan["threads"],
             "output": out.location,
             "staging": out.staging(run.run_id),
+            "schema": run.schema,
             "registry": registry,
         },
         # A whole block (a unit, or a part of one) per call; Ray Data wants a size on GPUs.
@@ -371,54 +394,69 @@ def _status_counts(out: OutputDir, path: str) -> dict[str, int]:
     return {item["values"]: item["counts"] for item in pc.value_counts(column).to_pylist()}
 
 
-def _incremental_plan(files: list[InputFile], previous: dict[str, Any] | None):
-    """Files still to score, the inputs and data files kept from the committed output, and
-    the inputs that changed or disappeared since.
+def _one_schema(run: _Run) -> pa.Schema | None:
+    """The inputs' one schema for the output: the new inputs' (sentiment.layout), which
+    must match the committed output's in columns and types, unless --union-schemas: then
+    their union, the kept files rewritten to it when it differs from theirs."""
+    union = run.cfg.union_schemas
+    new = input_schema(run.todo, union) if run.todo else None
+    committed_files = [*run.kept_files, *(entry for entry, _ in run.carried)]
+    if not committed_files:
+        return new
+    name = committed_files[0]["name"]
+    try:
+        with run.out.fs.open_input_file(run.out.path(name)) as f:
+            committed = committed_inputs_schema(pq.read_schema(f))
+    except (OSError, pa.ArrowException) as exc:
+        raise SentimentError(
+            f"{run.out.path(name)}: cannot read the committed file ({exc})"
+        ) from None
+    if new is None or not (difference := schema_difference(committed, new)):
+        return committed
+    scored = (committed_files[0].get("inputs") or [{"path": name}])[0]["path"]
+    if not union:
+        raise SentimentError(
+            f"{scored} (in the committed output) and {run.todo[0].uri} have different schemas "
+            f"({difference}); pass --union-schemas to rewrite the output with the union of "
+            "their columns, or score them into another output"
+        )
+    try:
+        merged = pa.unify_schemas([committed, new], promote_options="permissive")
+    except (pa.ArrowException, TypeError):
+        raise SentimentError(
+            f"{scored} (in the committed output) and {run.todo[0].uri} have conflicting "
+            f"columns: {difference}"
+        ) from None
+    log.warning("the output's schema changes (%s): its kept files are rewritten", difference)
+    run.carried += [(entry, file_pieces(entry)) for entry in run.kept_files]
+    run.kept_files = []
+    return merged
 
-    An input changed when its size, modification time or footer digest differs from
-    the manifest's. Its old rows must go: each data file holds the rows of one input
-    (its `input`), so those files are dropped and the input is scored again. Files
-    committed by older versions, which mixed the rows of all the inputs of a run, are
-    dropped with every input of that run, to be scored again: the committed output
-    stays exactly the scoring of the current inputs, with no row lost or twice.
-    """
-    if previous is None:
-        return files, [], [], {"changed_inputs": [], "removed_inputs": []}
-    current = {f.uri: f for f in files}
-    changed = [
-        i["path"]
-        for i in previous["inputs"]
-        if i["path"] in current and _changed(i, current[i["path"]])
-    ]
-    removed = [i["path"] for i in previous["inputs"] if i["path"] not in current]
-    for uri in changed:
-        log.warning("%s changed since it was scored: its rows are scored again", uri)
-    for uri in removed:
-        log.warning("%s is no longer an input: its rows are dropped", uri)
-    gone = set(changed + removed)
-    runs_of_gone = {i["run_id"] for i in previous["inputs"] if i["path"] in gone}
-    mixed_runs = {f["run_id"] for f in previous["files"] if "input" not in f} & runs_of_gone
-    kept_inputs = [
-        i for i in previous["inputs"] if i["path"] not in gone and i["run_id"] not in mixed_runs
-    ]
-    kept_files = [
-        f
-        for f in previous["files"]
-        if f.get("input") not in gone and not ("input" not in f and f["run_id"] in mixed_runs)
-    ]
-    kept = {i["path"] for i in kept_inputs}
-    todo = [f for f in files if f.uri not in kept]
-    return todo, kept_inputs, kept_files, {"changed_inputs": changed, "removed_inputs": removed}
 
-
-def _changed(scored: dict[str, Any], now: InputFile) -> bool:
-    """Whether an input differs from what was scored (manifests without the modification
-    time or digest, from older versions, count as changed: scored again once)."""
-    return (
-        scored.get("size") != now.size
-        or scored.get("mtime_ns") != now.mtime_ns
-        or scored.get("fingerprint") != now.fingerprint
-    )
+def _carry(run: _Run) -> None:
+    """Rewrite into staging the committed files that an incremental run keeps in part (a
+    changed input's rows dropped from a shared file) or in another schema: their rows are
+    copied as they were scored, not scored again."""
+    for i, (entry, stay) in enumerate(run.carried):
+        pieces = file_pieces(entry)
+        src = run.out.path(entry["name"])
+        try:
+            with run.out.fs.open_input_file(src) as f:
+                table = pq.read_table(f)
+            if stay != pieces:
+                table = keep_rows(table, pieces, stay)
+            if run.schema is not None:
+                table = conform(table, run.schema)
+            path = f"{run.out.staging(run.run_id)}/carried-{i:05d}{STAGED}"
+            run.out.fs.create_dir(run.out.staging(run.run_id), recursive=True)
+            with run.out.fs.open_output_stream(path) as f:
+                pq.write_table(table, f)
+        except (OSError, pa.ArrowException) as exc:
+            raise SentimentError(f"{src}: cannot rewrite the committed file ({exc})") from None
+        counts = pc.value_counts(table.column("score_status")).to_pylist()
+        run.file_counts[path] = {c["values"]: c["counts"] for c in counts}
+        run.staged_pieces[path] = stay
+        run.carried_files.append(path)
 
 
 def _check_output_names(schema: pa.Schema, files: list[InputFile]) -> None:
@@ -434,14 +472,14 @@ def _manifest(run: _Run, counts: dict[str, int]) -> dict[str, Any]:
     """The committed state after this run: its own counts and the whole output's."""
     finished = time.time()
     new_files = []
-    for i, path in enumerate(run.staged):
+    for i, path in enumerate(run.staged + run.carried_files):
         file_counts = run.file_counts[path]
         new_files.append(
             {
                 "name": staged_name(run.run_id, i),
                 "rows": sum(file_counts.values()),
                 "run_id": run.run_id,
-                "input": run.staged_inputs[path],
+                "inputs": run.staged_pieces[path],  # which rows of which inputs, in order
                 "counts": file_counts,
             }
         )

@@ -157,7 +157,14 @@ def test_a_failed_run_leaves_the_previous_output_committed_and_intact(
     paths = write_inputs(tmp_path / "in", n_files=2)
     first = score([tmp_path / "in"], tmp_path / "out", tiny_model)
     before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir() if p.is_file()}
-    big = pa.table({"text": [r["text"] for r in make_reviews(4000, seed=9)]})
+    reviews = make_reviews(4000, seed=9)
+    big = pa.table(
+        {
+            "review_id": [f"late-{r['review_id']}" for r in reviews],
+            "text": [r["text"] for r in reviews],
+            "stars": pa.array([3] * len(reviews), pa.int8()),
+        }
+    )
     pq.write_table(big, tmp_path / "in" / "late.parquet", row_group_size=500, compression="snappy")
     corrupt_middle(tmp_path / "in" / "late.parquet")
     with pytest.raises(
@@ -256,14 +263,15 @@ def test_incremental_same_size_rewrite_is_rescored(ray_local, tiny_model, tmp_pa
     assert a.stat().st_size == size
     second = score([tmp_path / "in"], tmp_path / "out", tiny_model, incremental=True)
     assert second["this_run"]["changed_inputs"] == [str(a)]
-    # each data file holds one input's rows: only a is scored again, b's files stay
+    # a and b shared a file: only a is scored again, b's rows are copied as they were
     assert second["this_run"]["inputs"] == [str(a)]
     out = read_output(tmp_path / "out")
     assert ids_in_output(tmp_path / "out") == ids_in_inputs(tmp_path / "in")
     assert set(out.filter(pa.compute.equal(out["text"], "awful product"))["sentiment"].to_pylist())
     assert "great product" not in out["text"].to_pylist()  # no stale prediction kept
-    runs = {f["input"]: f["run_id"] for f in second["files"]}
+    runs = {i["path"]: i["run_id"] for i in second["inputs"]}
     assert runs == {str(a): second["run_id"], str(b): first["run_id"]}
+    assert sorted(p["path"] for f in second["files"] for p in f["inputs"]) == [str(a), str(b)]
     assert second["totals"]["rows_out"] == 50 == sum(f["rows"] for f in second["files"])
     entry = next(i for i in second["inputs"] if i["path"] == str(a))
     assert entry["size"] == size and len(entry["fingerprint"]) == 32 and entry["mtime_ns"]
@@ -280,8 +288,13 @@ def test_incremental_deleted_input_rows_are_dropped(ray_local, tiny_model, tmp_p
     assert third["this_run"]["inputs"] == []  # nothing to score: the deleted file's rows go
     assert ids_in_output(tmp_path / "out") == ids_in_inputs(tmp_path / "in")  # 60 rows
     assert {i["path"] for i in third["inputs"]} == {str(paths[1]), str(late)}
-    assert third["files"] == [f for f in second["files"] if f["input"] != str(paths[0])]
-    assert {f["run_id"] for f in third["files"]} == {first["run_id"], second["run_id"]}
+    # the late file stays as it was; the file paths[0] shared with paths[1] is rewritten
+    [late_file] = [f for f in second["files"] if f["inputs"][0]["path"] == str(late)]
+    assert late_file in third["files"]
+    pieces = sorted((p["path"], p["rows"]) for f in third["files"] for p in f["inputs"])
+    assert pieces == sorted([(str(paths[1]), 30), (str(late), 30)])
+    assert {f["run_id"] for f in third["files"]} == {second["run_id"], third["run_id"]}
+    assert {i["path"]: i["run_id"] for i in third["inputs"]}[str(paths[1])] == first["run_id"]
     assert third["totals"]["rows_out"] == 60 and third["totals"]["ok"] == 60
 
 
@@ -294,7 +307,7 @@ def test_incremental_over_files_of_an_older_version_rescores_their_whole_run(
     score([tmp_path / "in"], tmp_path / "out", tiny_model, incremental=True)
     manifest_path = tmp_path / "out" / "_manifest.json"
     old = json.loads(manifest_path.read_text())
-    old["files"] = [{k: v for k, v in f.items() if k != "input"} for f in old["files"]]
+    old["files"] = [{k: v for k, v in f.items() if k != "inputs"} for f in old["files"]]
     manifest_path.write_text(json.dumps(old))
     paths[0].unlink()
     second = score([tmp_path / "in"], tmp_path / "out", tiny_model, incremental=True)
@@ -346,8 +359,9 @@ def test_scoring_actor_error_reaches_the_driver_as_one_line(ray_local, tiny_mode
     import ray
 
     from sentiment.cluster import failure_reason
-    from sentiment.inputs import check_inputs, unified_schema
-    from sentiment.pipeline import ScorerActor, make_datasource, plan_units
+    from sentiment.inputs import check_inputs
+    from sentiment.layout import input_schema, plan_units
+    from sentiment.pipeline import ScorerActor, make_datasource
 
     paths = write_inputs(tmp_path / "in", n_files=2, rows=100)
     table = pq.read_table(paths[1])
@@ -369,7 +383,7 @@ def test_scoring_actor_error_reaches_the_driver_as_one_line(ray_local, tiny_mode
             return super().__call__(batch)
 
     units = plan_units(files, 1000)
-    ds = ray.data.read_datasource(make_datasource(units, unified_schema(files), False))
+    ds = ray.data.read_datasource(make_datasource(units, input_schema(files, False), False))
     ds = ds.map_batches(
         Failing,
         fn_constructor_kwargs={

@@ -186,7 +186,7 @@ def test_actor_error_names_file_row_group_and_reason(tiny_model, tmp_path):
         return real(texts)
 
     actor.scorer.score_texts = score_texts
-    source = json.dumps({"uri": "/data/b.parquet", "groups": [2, 3], "rows": [2, 2]})
+    source = json.dumps([{"uri": "/data/b.parquet", "groups": [2, 3], "rows": [2, 2], "at": 0}])
     batch = pa.table(
         {
             "text": ["great", "awful", "love", "poison"],
@@ -202,6 +202,7 @@ def test_actor_error_names_file_row_group_and_reason(tiny_model, tmp_path):
     )
     receipt = actor(batch.slice(0, 3)).to_pylist()
     assert [(r["unit"], r["first"], r["rows"]) for r in receipt] == [(5, 0, 3)]
+    assert receipt[0]["path"].endswith(".staged")  # no `*.parquet` glob sees it
     ok = pq.read_table(receipt[0]["path"])
     assert ok["score_status"].to_pylist() == ["ok"] * 3
     assert not {UNIT, POS, SOURCE} & set(ok.column_names)
