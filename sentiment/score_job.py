@@ -189,7 +189,10 @@ def _run_pipeline(run: _Run, schema: pa.Schema, add_id: bool) -> None:
     """
     from sentiment.cluster import alive_nodes, lost_work
 
-    units = plan_units(run.todo, run.cfg.rows_per_file)
+    # Units of --rows-per-file rows, or of an equal share per actor where that is less: a
+    # collection smaller than actors × --rows-per-file still keeps every actor busy.
+    share = math.ceil(sum(f.rows for f in run.todo) / max(1, run.plan["actors"]))
+    units = plan_units(run.todo, max(1, min(run.cfg.rows_per_file, share)))
     receipts: dict[int, list[tuple[int, int, str]]] = {u.index: [] for u in units}
     done: dict[int, list[tuple[int, int, str]]] = {}
     for attempt in range(1, run.cfg.max_attempts + 1):

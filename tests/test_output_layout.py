@@ -226,14 +226,24 @@ def test_files_hold_about_rows_per_file_rows_and_the_manifest_says_whose(
 
 
 @pytest.mark.ray
+def test_a_collection_smaller_than_actors_times_rows_per_file_keeps_every_actor_busy(
+    ray_local, tiny_model, tmp_path
+):
+    inputs_of(tmp_path / "in", 6, 40)  # 240 rows, two actors on this machine's local Ray
+    manifest = score([tmp_path / "in"], tmp_path / "out", tiny_model)
+    assert manifest["resources"]["actors"] == 2
+    assert sorted(e["rows"] for e in manifest["files"]) == [120, 120]
+
+
+@pytest.mark.ray
 def test_a_changed_input_in_a_shared_file_is_scored_again_alone(ray_local, tiny_model, tmp_path):
     paths = inputs_of(tmp_path / "in", 4, 30)
-    first = score([tmp_path / "in"], tmp_path / "out", tiny_model, incremental=True)
+    first = score([tmp_path / "in"], tmp_path / "out", tiny_model, incremental=True, actors=1)
     assert len(first["files"]) == 1  # the four small inputs share one file
     before = {r["review_id"]: r for r in pq.read_table(committed(tmp_path / "out")[0]).to_pylist()}
     reviews = [{**r, "review_id": f"new-{r['review_id']}"} for r in make_reviews(20, seed=50)]
     write(paths[2], reviews)
-    second = score([tmp_path / "in"], tmp_path / "out", tiny_model, incremental=True)
+    second = score([tmp_path / "in"], tmp_path / "out", tiny_model, incremental=True, actors=1)
     assert second["this_run"]["inputs"] == [str(paths[2])]
     assert second["this_run"]["rows_in"] == 20
     out = pa.concat_tables([pq.read_table(p) for p in committed(tmp_path / "out")]).to_pylist()

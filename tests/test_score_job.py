@@ -279,7 +279,8 @@ def test_incremental_same_size_rewrite_is_rescored(ray_local, tiny_model, tmp_pa
 
 def test_incremental_deleted_input_rows_are_dropped(ray_local, tiny_model, tmp_path):
     paths = write_inputs(tmp_path / "in", n_files=2, rows=30)
-    first = score([tmp_path / "in"], tmp_path / "out", tiny_model, incremental=True)
+    # one actor: the two inputs share one file
+    first = score([tmp_path / "in"], tmp_path / "out", tiny_model, incremental=True, actors=1)
     [late] = write_inputs(tmp_path / "in", n_files=1, rows=30, seed=10)
     second = score([tmp_path / "in"], tmp_path / "out", tiny_model, incremental=True)
     paths[0].unlink()
