@@ -27,7 +27,6 @@ import os
 import platform
 import re
 import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,6 +39,7 @@ from safetensors.torch import load_file, save_file
 
 from sentiment.config import ModelConfig, SentimentError, TextConfig, from_dict
 from sentiment.models import Ensemble, SentimentGRU, build_model
+from sentiment.storage import filesystem, storage_error
 from sentiment.text import Vocabulary
 
 WEIGHTS, CONFIG, VOCAB, METRICS = "model.safetensors", "config.json", "vocab.txt", "metrics.json"
@@ -295,35 +295,58 @@ def check_weights(path: Path, cfgs: list[ModelConfig], ensemble: bool = False) -
 def publish(local_dir: Path, store: str, model_id: str) -> str:
     """Copy a finished model directory into the store, then point LATEST at it.
 
-    The copy lands under a temporary name first and LATEST changes last, so a
-    reader following LATEST never sees a half-written model.
+    A reader following LATEST never sees a half-written model. On a local disk the copy
+    lands under a temporary name and is renamed into place. Object stores have no rename
+    (S3 copies, object by object), so there the files go straight to `<model_id>/`,
+    config.json last (a reader finds no model directory without it), and LATEST, a single
+    PUT that is atomic, only once every file is there. A model id is a digest of the
+    weights and settings: the same id means the same model, so writing over an earlier
+    copy of it changes nothing a reader relies on.
     """
-    fs, root = filesystem(store)
-    target = f"{root}/{model_id}"
-    staging = f"{root}/.tmp-{model_id}-{uuid.uuid4().hex[:8]}"
-    fs.create_dir(staging, recursive=True)
     import pyarrow.fs as pafs
 
-    pafs.copy_files(str(local_dir), staging, pafs.LocalFileSystem(), fs)
-    if fs.get_file_info(target).type != pafs.FileType.NotFound:
-        fs.delete_dir(target)  # same id = same weights: replacing it changes nothing
-    fs.move(staging, target)
-    _write_text_atomic(fs, f"{root}/{LATEST}", model_id + "\n")
+    fs, root = filesystem(store)
+    target = f"{root}/{model_id}"
+    if isinstance(fs, pafs.LocalFileSystem):
+        staging = f"{root}/.tmp-{model_id}-{uuid.uuid4().hex[:8]}"
+        fs.create_dir(staging, recursive=True)
+        pafs.copy_files(str(local_dir), staging, pafs.LocalFileSystem(), fs)
+        if fs.get_file_info(target).type != pafs.FileType.NotFound:
+            fs.delete_dir(target)  # same id = same weights: replacing it changes nothing
+        fs.move(staging, target)
+        _write_text_atomic(fs, f"{root}/{LATEST}", model_id + "\n")
+    else:
+        files = [p for p in local_dir.iterdir() if p.is_file()]
+        for item in sorted(files, key=lambda p: (p.name == CONFIG, p.name)):  # config.json last
+            with open(item, "rb") as src, fs.open_output_stream(f"{target}/{item.name}") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+        with fs.open_output_stream(f"{root}/{LATEST}") as f:
+            f.write((model_id + "\n").encode())
     return target if "://" not in store else f"{store.rstrip('/')}/{model_id}"
+
+
+def check_store(store: str) -> None:
+    """Fail now if the store cannot be used: a missing bucket, an unreachable endpoint,
+    refused credentials (an OSError, which `storage_error` describes). Training checks
+    before it trains rather than when it publishes, hours later."""
+    fs, root = filesystem(store)
+    fs.get_file_info(f"{root}/{LATEST}")
 
 
 def resolve_model(model: str, store: str) -> Path:
     """A local model directory for `model`: a path, a URI (downloaded), "latest" in the
     store, or the model_id of a model in the store (`gru-8289c5a4a067`)."""
-    in_store = False
+    in_store = None  # the model id the directory must hold, when found through the store
     if _is_model_id(model) and not Path(model).exists():
-        model, in_store = f"{store.rstrip('/')}/{model}", True
+        model, in_store = f"{store.rstrip('/')}/{model}", model
     elif model == "latest":
         fs, root = filesystem(store)
         try:
             with fs.open_input_stream(f"{root}/{LATEST}") as f:
                 raw = f.read(4096)
-        except (FileNotFoundError, OSError):
+        except OSError as exc:
+            if not isinstance(exc, FileNotFoundError) and storage_error(exc):
+                raise  # credentials, permissions, network: not a missing model
             raise SentimentError(
                 f"no trained model in the store {store} (no {LATEST}); train one first "
                 "or pass --model DIR"
@@ -334,7 +357,7 @@ def resolve_model(model: str, store: str) -> Path:
                 f"{store.rstrip('/')}/{LATEST}: {model_id[:100]!r} is not the name of a model "
                 "in the store (a model id such as gru-8289c5a4a067; no paths); refusing it"
             )
-        model, in_store = f"{store.rstrip('/')}/{model_id}", True
+        model, in_store = f"{store.rstrip('/')}/{model_id}", model_id
     if "://" not in model or model.startswith("file://"):
         path = Path(model.removeprefix("file://"))
         if not path.is_dir():
@@ -342,7 +365,7 @@ def resolve_model(model: str, store: str) -> Path:
         if in_store:
             _check_inside_store(path, store)
         return path
-    return _download(model)
+    return _download(model, in_store)
 
 
 def _is_store_name(name: str) -> bool:
@@ -366,16 +389,14 @@ def _is_model_id(model: str) -> bool:
     return re.fullmatch(r"[a-z]+-[0-9a-f]{12}", model) is not None
 
 
-def filesystem(uri_or_path: str):
-    """(pyarrow filesystem, path inside it) for a local path or a URI."""
-    import pyarrow.fs as pafs
+# --- models fetched from an object store ----------------------------------------------------
 
-    if "://" in uri_or_path:
-        try:
-            return pafs.FileSystem.from_uri(uri_or_path)
-        except Exception as exc:
-            raise SentimentError(f"{uri_or_path}: cannot open storage ({exc})") from None
-    return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(uri_or_path))
+
+def model_cache() -> Path:
+    """Where models fetched from an object store are kept: `<home>/cache/models/`."""
+    from sentiment.config import local_home
+
+    return local_home() / "cache" / "models"
 
 
 @contextmanager
@@ -393,22 +414,115 @@ def cache_entry(cache: Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _download(uri: str) -> Path:
+def _download(uri: str, model_id: str | None = None) -> Path:
+    """A local copy of the model directory at `uri`, checked against its content.
+
+    Each use reads the store's config.json (a few kB: it holds the model id, a digest of
+    everything that makes the model) and lists the directory (names, sizes, times). The
+    cache entry (under `model_cache()`) is keyed by both, and taken only if its
+    config.json is the same bytes and its files still digest to that id. So a model
+    replaced or changed in the store is fetched again, and a copy damaged or planted in
+    the cache is never trusted by its name; a download whose files do not digest to the
+    id its config.json names is refused. `model_id`: the id the directory must hold
+    (when found through the store).
+    """
+    fs, path = filesystem(uri)
+    raw = _read_store_config(fs, path, uri)
+    found = _config_model_id(raw, uri)
+    if model_id is not None and found != model_id:
+        raise SentimentError(f"{uri}/{CONFIG}: holds model {found}, not {model_id}; refusing it")
+    files = _listing(fs, path, uri)
+    state = hashlib.sha256(raw)
+    state.update(json.dumps([(i.base_name, i.size, i.mtime_ns) for i in files]).encode())
+    cache = model_cache() / f"{found}-{state.hexdigest()[:16]}"
+    if _cached(cache, raw, found):
+        return cache
+    if cache.exists():  # not what its config.json says: damaged or planted, never used
+        shutil.rmtree(cache, ignore_errors=True)
+    with cache_entry(cache) as tmp:
+        tmp.mkdir()
+        for info in files:
+            if info.base_name != CONFIG:  # the bytes read above: the files must match them
+                with (
+                    fs.open_input_stream(info.path) as src,
+                    open(tmp / info.base_name, "wb") as dst,
+                ):
+                    shutil.copyfileobj(src, dst, 1 << 20)
+        (tmp / CONFIG).write_bytes(raw)
+        computed = _digest(tmp, raw)
+        if computed != found:
+            raise SentimentError(
+                f"{uri}: its files digest to {computed}, not to the model_id {found} its "
+                f"{CONFIG} names (damaged, tampered with, or replaced while being read); "
+                "refusing it"
+            )
+    if not _cached(cache, raw, found):  # another run's entry won the rename and is wrong
+        raise SentimentError(f"{cache}: cached model does not match {uri}; remove it")
+    return cache
+
+
+def _listing(fs, path: str, uri: str) -> list[Any]:
+    """The plain files of plain names in a model directory (nothing lands elsewhere)."""
     import pyarrow.fs as pafs
 
-    fs, path = filesystem(uri)
-    cache = (
-        Path(tempfile.gettempdir()) / "sentiment-models" / hashlib.sha1(uri.encode()).hexdigest()
+    try:
+        listed = fs.get_file_info(pafs.FileSelector(path))
+    except FileNotFoundError:
+        raise SentimentError(f"{uri}: model directory not found") from None
+    return sorted(
+        (i for i in listed if i.type == pafs.FileType.File and _is_store_name(i.base_name)),
+        key=lambda i: i.base_name,
     )
-    if not (cache / CONFIG).exists():
-        shutil.rmtree(cache, ignore_errors=True)  # a copy an older version left unfinished
-        with cache_entry(cache) as tmp:
-            tmp.mkdir()
-            try:
-                pafs.copy_files(path, str(tmp), fs, pafs.LocalFileSystem())
-            except Exception as exc:
-                raise SentimentError(f"{uri}: cannot download model ({exc})") from None
-    return cache
+
+
+def _read_store_config(fs, path: str, uri: str) -> bytes:
+    try:
+        with fs.open_input_stream(f"{path}/{CONFIG}") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+    except FileNotFoundError:
+        raise SentimentError(f"{uri}: model directory not found (no {CONFIG})") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise SentimentError(f"{uri}/{CONFIG}: larger than {MAX_CONFIG_BYTES:,} bytes; refusing it")
+    return raw
+
+
+def _config_model_id(raw: bytes, uri: str) -> str:
+    try:
+        config = json.loads(raw.decode("utf-8"))
+        model_id, _ = config["model_id"], _variant(config)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise SentimentError(f"{uri}/{CONFIG}: unreadable model config ({exc})") from None
+    if not isinstance(model_id, str) or not _is_store_name(model_id):
+        raise SentimentError(f"{uri}/{CONFIG}: {str(model_id)[:100]!r} is not a model id")
+    return model_id
+
+
+def _variant(config: dict[str, Any]) -> str:
+    """What `compute_model_id` takes as the variant: the model's, or `ensemble`."""
+    if "ensemble" in config:
+        return "ensemble"
+    variant = config["model"]["variant"]
+    if not isinstance(variant, str):
+        raise TypeError(f"variant {variant!r} is not a name")
+    return variant
+
+
+def _digest(directory: Path, raw: bytes) -> str | None:
+    """The model id the files of `directory` digest to, read with the config `raw`;
+    None if a file is missing or unreadable."""
+    try:
+        return compute_model_id(directory, _variant(json.loads(raw.decode("utf-8"))))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _cached(cache: Path, raw: bytes, model_id: str) -> bool:
+    """The cache entry holds exactly the model of the store's config.json `raw`."""
+    try:
+        same = (cache / CONFIG).read_bytes() == raw
+    except OSError:
+        return False
+    return same and _digest(cache, raw) == model_id
 
 
 def _write_text_atomic(fs, path: str, text: str) -> None:

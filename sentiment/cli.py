@@ -209,11 +209,26 @@ def settings_from(config: str, cls: type, ctx: typer.Context, allowed: tuple[str
 
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn a known user error into one line and a non-zero exit."""
+    """Turn a known user error into one line and a non-zero exit.
+
+    Object-store errors count: wrong or missing credentials, no permission, a missing
+    bucket, an unreachable endpoint reach here as pyarrow's OSErrors (or Ray's errors
+    wrapping them) from wherever a command touched the store, and become one line
+    naming the URI and the reason (`storage.storage_error`). Other OSErrors are bugs
+    or surprises and keep their traceback.
+    """
+    from sentiment.storage import storage_error
+
     try:
         yield
     except SentimentError as exc:
         typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(code=1) from None
+    except OSError as exc:
+        error = storage_error(exc)
+        if error is None:
+            raise
+        typer.secho(f"error: {error}", err=True, fg=typer.colors.RED)
         raise typer.Exit(code=1) from None
 
 
@@ -271,7 +286,13 @@ DownloadName = choices("DownloadName", tuple(download.DATASETS))
 def prepare(
     ctx: typer.Context,
     output: Annotated[
-        Path, typer.Option("--output", "-o", help="Dataset directory to write.", show_default=False)
+        str,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Dataset directory to write (a path, or a URI: s3://bucket/dataset).",
+            show_default=False,
+        ),
     ],
     sources: Annotated[
         list[str] | None,
@@ -293,7 +314,7 @@ def prepare(
         ),
     ] = None,
     unlabeled_output: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             help="Where an archive's unlabeled reviews go (Parquet, a `text` column: extra text "
             "for word2vec). [default: <output>.unlabeled]",

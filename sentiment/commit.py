@@ -31,8 +31,8 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from sentiment.artifacts import filesystem
 from sentiment.config import SentimentError
+from sentiment.storage import filesystem, s3_client, storage_error
 
 log = logging.getLogger(__name__)
 SUCCESS, MANIFEST, STAGING, LOCK = "_SUCCESS", "_manifest.json", "_staging", "_LOCK"
@@ -69,10 +69,12 @@ class OutputDir:
         """Only one run writes an output at a time (a schedule can overlap a slow run).
 
         `_LOCK` names the run, host and pid. A lock left by a dead process on this
-        host is taken over; any other one stops this run with a clear message. On a
-        local disk taking and taking over are atomic (see `_acquire_local`): of any
-        number of runs starting together exactly one proceeds. On object stores there
-        is no atomic create: the check is best effort.
+        host is taken over; any other one stops this run with a clear message. Taking
+        and taking over are atomic, so that of any number of runs starting together
+        exactly one proceeds, on a local (or NFS) disk (see `_acquire_local`) and on S3
+        and stores that answer S3's conditional PUT (`If-None-Match: *`, `If-Match`):
+        AWS S3, MinIO, Ceph RGW (see `_acquire_s3`). On other object stores (gs://, ...)
+        pyarrow offers no conditional create: the check there is best effort.
         """
         mine = {
             "run_id": run_id,
@@ -82,19 +84,27 @@ class OutputDir:
         }
         body = json.dumps(mine).encode()
         local = isinstance(self.fs, pafs.LocalFileSystem)
+        s3 = type(self.fs).__name__ == "S3FileSystem"
         try:
-            self.fs.create_dir(self.root, recursive=True)
+            if not s3:  # S3 has no directories: a marker object would only be debris
+                self.fs.create_dir(self.root, recursive=True)
             if local:
                 self._acquire_local(body)
+            elif s3:
+                self._acquire_s3(body)
             else:
                 self._acquire_remote(body)
         except OSError as exc:  # e.g. no permission to write the output
-            raise SentimentError(f"{self.path(LOCK)}: cannot take the lock ({exc})") from None
+            raise storage_error(exc) or SentimentError(
+                f"{self.path(LOCK)}: cannot take the lock ({exc})"
+            ) from None
         try:
             yield
         finally:
             with contextlib.suppress(OSError):
-                if not local or _read_bytes(self.path(LOCK)) == body:  # never someone else's
+                if s3:
+                    self._release_s3(body)
+                elif not local or _read_bytes(self.path(LOCK)) == body:  # never someone else's
                     self.fs.delete_file(self.path(LOCK))
 
     def _acquire_local(self, body: bytes) -> None:
@@ -164,7 +174,72 @@ class OutputDir:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(marker)
 
+    def _s3_lock(self) -> tuple[Any, str, str, str]:
+        """(boto3 client, bucket, key, URI) of `_LOCK` on S3."""
+        bucket, _, prefix = self.root.partition("/")
+        key = f"{prefix.rstrip('/')}/{LOCK}" if prefix else LOCK
+        return s3_client(self.fs), bucket, key, f"s3://{bucket}/{key}"
+
+    def _acquire_s3(self, body: bytes) -> None:
+        """Take `_LOCK` on S3 with a conditional create, or raise SentimentError naming
+        its holder.
+
+        `PUT If-None-Match: *` creates the lock only where there is none: of runs starting
+        together exactly one gets 200, the others 412 and then read who holds it. A stale
+        lock (a dead process on this host) is replaced by `PUT If-Match: <its ETag>`,
+        which only one of several runs taking it over wins. The lock is one PUT: never
+        seen half-written.
+        """
+        import botocore.exceptions as bce
+
+        client, bucket, key, uri = self._s3_lock()
+        try:
+            for _ in range(LOCK_ATTEMPTS):
+                if _put_if(client, bucket, key, body, IfNoneMatch="*"):
+                    return
+                try:
+                    got = client.get_object(Bucket=bucket, Key=key)
+                    raw = got["Body"].read(65536)
+                except bce.ClientError as exc:
+                    if _s3_code(exc) in ("NoSuchKey", "404"):
+                        continue  # released between our attempt and the read: try again
+                    raise
+                mtime_ns = int(got["LastModified"].timestamp() * 1e9)
+                holder = _parse_lock(raw)
+                if not _stale(holder, (raw, 0, mtime_ns)):
+                    raise self._held(holder)
+                log.warning("taking over the lock of dead run %s", holder.get("run_id"))
+                if _put_if(client, bucket, key, body, IfMatch=got["ETag"]):
+                    return
+            raise SentimentError(f"{uri}: the lock keeps changing hands; try again")
+        except (bce.BotoCoreError, bce.ClientError) as exc:
+            raise storage_error(exc, uri) or SentimentError(
+                f"{uri}: cannot take the lock ({exc})"
+            ) from None
+
+    def _release_s3(self, body: bytes) -> None:
+        """Delete `_LOCK` if it is still ours (a run that took over a lock it thought
+        stale must keep it): the delete is conditional on the ETag read."""
+        import botocore.exceptions as bce
+
+        client, bucket, key, _ = self._s3_lock()
+        try:
+            got = client.get_object(Bucket=bucket, Key=key)
+            if got["Body"].read(65536) != body:
+                return
+            try:
+                client.delete_object(Bucket=bucket, Key=key, IfMatch=got["ETag"])
+            except bce.ClientError as exc:
+                if _s3_code(exc) in ("PreconditionFailed", "412", "NoSuchKey", "404"):
+                    return  # someone else's now, or gone
+                # a store without conditional deletes: it was ours a moment ago
+                client.delete_object(Bucket=bucket, Key=key)
+        except (bce.BotoCoreError, bce.ClientError) as exc:
+            log.warning("could not release the lock %s: %s", key, exc)
+
     def _acquire_remote(self, body: bytes) -> None:
+        """Best effort, for object stores without a conditional create (gs://, ...):
+        two runs starting at the same moment may both see no lock and both proceed."""
         path = self.path(LOCK)
         info = self.fs.get_file_info(path)
         if info.type != pafs.FileType.NotFound:
@@ -271,6 +346,30 @@ def _stale(holder: dict[str, Any], seen: tuple[bytes, int, int]) -> bool:
     except (PermissionError, ValueError, TypeError, OverflowError):
         return False
     return False
+
+
+def _put_if(client: Any, bucket: str, key: str, body: bytes, **condition: str) -> bool:
+    """PUT `body` under a condition (`IfNoneMatch="*"`, `IfMatch=etag`); False if the
+    condition failed (412), or another conditional write to the key raced it (409)."""
+    import botocore.exceptions as bce
+
+    try:
+        client.put_object(Bucket=bucket, Key=key, Body=body, **condition)
+    except bce.ClientError as exc:
+        code = _s3_code(exc)
+        if code in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
+            return False
+        if code in ("NoSuchKey", "404") and "IfMatch" in condition:
+            return False  # the stale lock went meanwhile
+        raise
+    return True
+
+
+def _s3_code(exc: Any) -> str:
+    """S3's error code of a boto3 ClientError (or the HTTP status where it gives none)."""
+    error = exc.response.get("Error", {})
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "")
+    return str(error.get("Code") or status)
 
 
 def _create_exclusive(tmp: str, path: str, body: bytes) -> bool:

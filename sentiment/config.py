@@ -46,6 +46,13 @@ def default_home() -> str:
     return os.environ.get("SENTIMENT_JOBS_HOME") or str(Path.home() / ".sentiment-jobs")
 
 
+def local_home() -> Path:
+    """The home on this machine, for caches: `default_home()`, or `~/.sentiment-jobs` when
+    that is a URI (s3://): a cache is only worth having on a local disk."""
+    home = default_home()
+    return Path.home() / ".sentiment-jobs" if "://" in home else Path(home)
+
+
 def absolute(path: str) -> str:
     """A local path made absolute (Ray workers run in other directories); URIs as they are."""
     if not path or "://" in path:

@@ -3,12 +3,14 @@
 Sources in any format of `sentiment.readers` are read, checked for duplicate
 review ids, given a train/test split where they have none (a hash of the group_id,
 else of the review id: the same on every run and machine), cleared of reviews with
-empty text, and written with the fixed `SCHEMA` to a dataset directory, atomically,
-with a report.
+empty text, and written with the fixed `SCHEMA` to a dataset directory with a report:
+on a local disk atomically (written aside, renamed into place); on an object store
+(s3://, which has no rename) in place, the report last.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -37,6 +39,7 @@ from sentiment.readers import (
     read_fasttext,
     read_tabular,
 )
+from sentiment.storage import filesystem, storage_error
 
 __all__ = [
     "FORMATS",
@@ -172,10 +175,13 @@ def prepare(
         raise SentimentError(f"split must be train or test, got {split!r}")
     if not 0.0 <= test_fraction <= 1.0:
         raise SentimentError(f"test fraction must be in [0, 1], got {test_fraction}")
-    out = Path(output)
+    out = _output(output)
     _check_output(out, overwrite)
-    base = out if out.name not in ("", "..") else out.resolve()  # "." and ".." have no sibling
-    unlabeled_out = Path(unlabeled_output or base.with_name(f"{base.name}.unlabeled"))
+    if isinstance(out, str):
+        unlabeled_out = _output(unlabeled_output) if unlabeled_output else f"{out}.unlabeled"
+    else:
+        base = out if out.name not in ("", "..") else out.resolve()  # "." and ".." have none
+        unlabeled_out = _output(unlabeled_output or base.with_name(f"{base.name}.unlabeled"))
     if any(download.is_url(s) for s in sources):  # before a download that would be wasted
         _check_output(unlabeled_out, overwrite, UNLABELED_REPORT)
     options = {"columns": columns, "split": split, "test_from": test_from, "max": max_pickle_bytes}
@@ -219,9 +225,9 @@ def read_prepared(
     """A dataset written by `prepare` (local path or URI), optionally some columns and one split."""
     try:
         # Discovery skips "_" and "." names: the report and any unfinished sibling stay out.
-        dataset = ds.dataset(str(path), format="parquet")
+        dataset = _open_dataset(path)
     except (pa.ArrowException, OSError) as exc:
-        raise SentimentError(f"{path}: cannot read the prepared dataset: {one_line(exc)}") from None
+        raise _unreadable(path, exc) from None
     wanted = list(columns or SCHEMA.names)
     # Datasets prepared before `group_id` existed read it as nulls: each review its own group.
     added = [c for c in wanted if c in _ADDED_LATER and c not in dataset.schema.names]
@@ -234,7 +240,7 @@ def read_prepared(
     try:
         table = dataset.to_table(columns=[c for c in wanted if c not in added], filter=where)
     except (pa.ArrowException, OSError) as exc:
-        raise SentimentError(f"{path}: cannot read the prepared dataset: {one_line(exc)}") from None
+        raise _unreadable(path, exc) from None
     for name in added:
         field = SCHEMA.field(name)
         table = table.add_column(wanted.index(name), field, pa.nulls(table.num_rows, field.type))
@@ -259,10 +265,10 @@ def dataset_fingerprint(path: str | Path) -> str:
     """A digest of a prepared dataset's files (names, sizes, modification times): it
     changes when the dataset is prepared again, so derived results can be cached by it."""
     try:
-        dataset = ds.dataset(str(path), format="parquet")
+        dataset = _open_dataset(path)
         infos = dataset.filesystem.get_file_info(sorted(dataset.files))
     except (pa.ArrowException, OSError) as exc:
-        raise SentimentError(f"{path}: cannot read the prepared dataset: {one_line(exc)}") from None
+        raise _unreadable(path, exc) from None
     digest = hashlib.sha256()
     for info in infos:
         digest.update(f"{info.path}\0{info.size}\0{info.mtime_ns}\n".encode())
@@ -380,7 +386,30 @@ def _group_counts(table: pa.Table) -> tuple[GroupCounts, ...]:
     )
 
 
-def _check_output(out: Path, overwrite: bool, marker: str = REPORT_NAME) -> None:
+def _open_dataset(path: str | Path) -> ds.Dataset:
+    if "://" in str(path):
+        filesystem(str(path))  # a missing bucket, an unreachable endpoint: one error naming it
+    return ds.dataset(str(path), format="parquet")
+
+
+def _unreadable(path: str | Path, exc: BaseException) -> SentimentError:
+    return storage_error(exc, str(path)) or SentimentError(
+        f"{path}: cannot read the prepared dataset: {one_line(exc)}"
+    )
+
+
+def _output(path: str | Path) -> Path | str:
+    """A local output as a Path; an object store's (s3://, gs://) as its URI."""
+    text = str(path)
+    if "://" in text and not text.startswith("file://"):
+        return text.rstrip("/")
+    return Path(text.removeprefix("file://"))
+
+
+def _check_output(out: Path | str, overwrite: bool, marker: str = REPORT_NAME) -> None:
+    if isinstance(out, str):
+        _check_output_uri(out, overwrite, marker)
+        return
     if out.exists() and not out.is_dir():
         raise SentimentError(f"{out}: exists and is not a directory")
     if out.is_dir() and any(out.iterdir()):
@@ -392,8 +421,26 @@ def _check_output(out: Path, overwrite: bool, marker: str = REPORT_NAME) -> None
             raise SentimentError(f"{out}: not {what} (no {marker}); not replacing")
 
 
-def _write(table: pa.Table, out: Path, report_name: str, report: PrepareReport) -> None:
-    """Write into a hidden sibling folder, then rename it into place: never a half dataset."""
+def _check_output_uri(uri: str, overwrite: bool, marker: str) -> None:
+    import pyarrow.fs as pafs
+
+    fs, root = filesystem(uri)
+    if fs.get_file_info(root).type == pafs.FileType.File:
+        raise SentimentError(f"{uri}: exists and is not a directory")
+    names = {i.base_name for i in fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))}
+    if names and not overwrite:
+        raise SentimentError(f"{uri}: exists and is not empty; pass --overwrite to replace it")
+    if names and marker not in names:
+        what = "a prepared dataset" if marker == REPORT_NAME else "prepare's unlabeled reviews"
+        raise SentimentError(f"{uri}: not {what} (no {marker}); not replacing")
+
+
+def _write(table: pa.Table, out: Path | str, report_name: str, report: PrepareReport) -> None:
+    """Write into a hidden sibling folder, then rename it into place: never a half dataset.
+    On an object store, which has no rename, see `_write_uri`."""
+    if isinstance(out, str):
+        _write_uri(table, out, report_name, report)
+        return
     tmp = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
     old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
     try:
@@ -414,3 +461,23 @@ def _write(table: pa.Table, out: Path, report_name: str, report: PrepareReport) 
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_uri(table: pa.Table, uri: str, report_name: str, report: PrepareReport) -> None:
+    """Write a dataset in place on an object store: the report goes first, the old files
+    next, then the new ones, the report last. A dataset with its report is complete; one
+    being replaced reads as a mix, so do not replace a dataset that something is reading."""
+    fs, root = filesystem(uri)
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            fs.delete_file(f"{root}/{report_name}")
+        fs.delete_dir_contents(root, missing_dir_ok=True)  # the old dataset: no rename on S3
+        for k, start in enumerate(range(0, table.num_rows, ROWS_PER_FILE)):
+            part = f"{root}/part-{k:05d}.parquet"
+            pq.write_table(table.slice(start, ROWS_PER_FILE), part, filesystem=fs)
+        with fs.open_output_stream(f"{root}/{report_name}") as f:
+            f.write((json.dumps(asdict(report), indent=2) + "\n").encode())
+    except OSError as exc:
+        raise storage_error(exc, uri) or SentimentError(
+            f"{uri}: cannot write the dataset: {one_line(exc)}"
+        ) from None

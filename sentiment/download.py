@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from sentiment.config import SentimentError, default_home
+from sentiment.config import SentimentError, local_home
 from sentiment.readers import one_line
 
 __all__ = [
@@ -78,9 +78,7 @@ def check_url(url: str) -> None:
 
 def cache_dir() -> Path:
     """`<home>/cache/downloads`; with a home that is a URI (s3://), under ~/.sentiment-jobs."""
-    home = default_home()
-    base = Path.home() / ".sentiment-jobs" if "://" in home else Path(home)
-    return base / "cache" / "downloads"
+    return local_home() / "cache" / "downloads"
 
 
 def cached_archive(url: str) -> Path:

@@ -19,8 +19,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from sentiment.artifacts import filesystem
 from sentiment.config import SentimentError
+from sentiment.storage import filesystem
 
 GLOB_CHARS = set("*?[")
 

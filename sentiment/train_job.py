@@ -148,6 +148,7 @@ def run_training(cfg: TrainConfig, address: str = "") -> TrainResult:
     Checks the dataset first, then joins the cluster at `address` (or the job's) or
     starts a local Ray (sentiment.cluster).
     """
+    artifacts.check_store(store_location(cfg.store))  # before the work, not after it
     if cfg.ensemble > 1:
         from sentiment.ensemble import train_ensemble
 

@@ -129,14 +129,27 @@ class LocalCluster:
             raise
         return self
 
-    def add_worker(self, cpus: float = 1, gpus: float = 0, wait: bool = True) -> Node:
-        node = self._launch([f"--address={self.address}"], cpus, gpus, tuple(free_ports(4)))
+    def add_worker(
+        self, cpus: float = 1, gpus: float = 0, wait: bool = True, private_tmp: bool = False
+    ) -> Node:
+        """A worker node; `private_tmp`: in its own mount namespace with an empty /tmp, so
+        that, as on a real cluster, it cannot read what the driver keeps there (its
+        temporary files, model cache and outputs): an actor given a driver-local path fails."""
+        node = self._launch(
+            [f"--address={self.address}"], cpus, gpus, tuple(free_ports(4)), private_tmp=private_tmp
+        )
         if wait:
             self.wait_for_nodes(sum(n.alive for n in self.nodes))
         return node
 
     def _launch(
-        self, args: list[str], cpus: float, gpus: float, ports: tuple, env: dict | None = None
+        self,
+        args: list[str],
+        cpus: float,
+        gpus: float,
+        ports: tuple,
+        env: dict | None = None,
+        private_tmp: bool = False,
     ) -> Node:
         agent, grpc, renv, metrics = ports
         log = Path(self.temp) / f"node{len(self.nodes)}.log"
@@ -148,6 +161,8 @@ class LocalCluster:
             f"--runtime-env-agent-port={renv}", f"--metrics-export-port={metrics}",
             "--disable-usage-stats",
         ]  # fmt: skip
+        if private_tmp:
+            command = [*PRIVATE_TMP, *command]
         with log.open("w") as out:
             proc = subprocess.Popen(
                 command, env=self.env(**(env or {})), stdout=out, stderr=subprocess.STDOUT,
@@ -194,6 +209,22 @@ class LocalCluster:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+# A new mount namespace whose /tmp is an empty tmpfs, then the command (needs root).
+PRIVATE_TMP = [
+    "unshare", "--mount", "--propagation", "private", "sh", "-c",
+    'mount -t tmpfs tmpfs /tmp && exec "$@"', "private-tmp",
+]  # fmt: skip
+
+
+def can_hide_tmp() -> bool:
+    """Whether this machine lets a node run with a private /tmp (root, mount namespaces)."""
+    try:
+        done = subprocess.run([*PRIVATE_TMP, "true"], capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
 
 
 # Counted in a child process: a driver here would hold the cluster's resources.
