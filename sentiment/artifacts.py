@@ -336,36 +336,55 @@ def check_store(store: str) -> None:
 def resolve_model(model: str, store: str) -> Path:
     """A local model directory for `model`: a path, a URI (downloaded), "latest" in the
     store, or the model_id of a model in the store (`gru-8289c5a4a067`)."""
-    in_store = None  # the model id the directory must hold, when found through the store
+    location, model_id = locate_model(model, store)
+    return fetch_model(location, model_id, store)
+
+
+def locate_model(model: str, store: str) -> tuple[str, str | None]:
+    """Where `model` is, as a local path or a URI, and the model id the directory must
+    hold when it was found through the store. "latest" is read here, once: every node
+    given the location then uses the same model, whatever LATEST says later."""
     if _is_model_id(model) and not Path(model).exists():
-        model, in_store = f"{store.rstrip('/')}/{model}", model
-    elif model == "latest":
-        fs, root = filesystem(store)
-        try:
-            with fs.open_input_stream(f"{root}/{LATEST}") as f:
-                raw = f.read(4096)
-        except OSError as exc:
-            if not isinstance(exc, FileNotFoundError) and storage_error(exc):
-                raise  # credentials, permissions, network: not a missing model
-            raise SentimentError(
-                f"no trained model in the store {store} (no {LATEST}); train one first "
-                "or pass --model DIR"
-            ) from None
-        model_id = raw.decode("utf-8", errors="replace").strip()
-        if not _is_store_name(model_id):
-            raise SentimentError(
-                f"{store.rstrip('/')}/{LATEST}: {model_id[:100]!r} is not the name of a model "
-                "in the store (a model id such as gru-8289c5a4a067; no paths); refusing it"
-            )
-        model, in_store = f"{store.rstrip('/')}/{model_id}", model_id
-    if "://" not in model or model.startswith("file://"):
-        path = Path(model.removeprefix("file://"))
-        if not path.is_dir():
-            raise SentimentError(f"{path}: model directory not found")
-        if in_store:
-            _check_inside_store(path, store)
-        return path
-    return _download(model, in_store)
+        return f"{store.rstrip('/')}/{model}", model
+    if model != "latest":
+        return model, None
+    fs, root = filesystem(store)
+    try:
+        with fs.open_input_stream(f"{root}/{LATEST}") as f:
+            raw = f.read(4096)
+    except OSError as exc:
+        if not isinstance(exc, FileNotFoundError) and storage_error(exc):
+            raise  # credentials, permissions, network: not a missing model
+        raise SentimentError(
+            f"no trained model in the store {store} (no {LATEST}); train one first "
+            "or pass --model DIR"
+        ) from None
+    model_id = raw.decode("utf-8", errors="replace").strip()
+    if not _is_store_name(model_id):
+        raise SentimentError(
+            f"{store.rstrip('/')}/{LATEST}: {model_id[:100]!r} is not the name of a model "
+            "in the store (a model id such as gru-8289c5a4a067; no paths); refusing it"
+        )
+    return f"{store.rstrip('/')}/{model_id}", model_id
+
+
+def is_remote(location: str) -> bool:
+    """Whether a location is an object store's URI (not a local path or file://)."""
+    return "://" in location and not location.startswith("file://")
+
+
+def fetch_model(location: str, model_id: str | None = None, store: str = "") -> Path:
+    """The local model directory at `location` (see `locate_model`): a local one as it
+    is (inside `store` when found through it), one on an object store as a checked copy
+    in this machine's cache; `model_id`: the id it must hold."""
+    if is_remote(location):
+        return _download(location, model_id)
+    path = Path(location.removeprefix("file://"))
+    if not path.is_dir():
+        raise SentimentError(f"{path}: model directory not found")
+    if model_id and store:
+        _check_inside_store(path, store)
+    return path
 
 
 def _is_store_name(name: str) -> bool:

@@ -105,19 +105,21 @@ class ScorerActor:
     """Scores a block and writes it to staging as one Parquet file in the output's
     `schema`; returns its receipt.
 
-    Built from the model *path*; reports once which node and device it got."""
+    `model_dir`: the model's directory, or its URI on an object store: nodes share no
+    disk, so each actor then fetches its own copy, checked to hold `model_id`. Reports
+    once which node and device it got."""
 
     def __init__(self, *, model_dir, text_column, max_tokens, batch_size, pool_rows, threads,
-                 output, staging, schema=None, registry=None):  # fmt: skip
+                 output, staging, schema=None, model_id=None, registry=None):  # fmt: skip
         import os
 
         import ray
 
-        from sentiment.artifacts import filesystem
+        from sentiment.artifacts import fetch_model, filesystem, is_remote
         from sentiment.scoring import Scorer
 
         self.scorer = Scorer(
-            model_dir,
+            fetch_model(model_dir, model_id) if is_remote(model_dir) else model_dir,
             text_column=text_column,
             max_tokens=max_tokens,
             batch_size=batch_size,

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from sentiment.artifacts import resolve_model, versions
+from sentiment.artifacts import fetch_model, is_remote, locate_model, versions
 from sentiment.commit import OutputDir, staged_name
 from sentiment.config import ScoreConfig, SentimentError, absolute, store_location, to_dict
 from sentiment.inputs import InputFile, check_inputs, check_output_apart
@@ -59,7 +59,8 @@ class _Run:
     run_id: str
     started: float
     out: OutputDir
-    model_dir: str
+    model_dir: str  # the driver's local copy
+    model_location: str  # where every node finds it: a local path, or a URI each node fetches
     todo: list[InputFile]  # files this run scores
     skipped: list[dict[str, str]]
     previous: dict[str, Any] | None  # the committed manifest an incremental run extends
@@ -132,7 +133,13 @@ def run_scoring(cfg: ScoreConfig, address: str = "") -> ScoreSummary:
     started = time.time()
     run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
     output = cfg.output or default_output(cfg.inputs[0])
-    model_dir = absolute(str(resolve_model(cfg.model, store_location(cfg.store))))
+    store = store_location(cfg.store)
+    location, expected_id = locate_model(cfg.model, store)
+    # Checked here, before any Ray work; on an object store each scoring actor fetches and
+    # checks its own copy (nodes share no disk), pinned to the id found now.
+    model_dir = absolute(str(fetch_model(location, expected_id, store)))
+    if not is_remote(location):
+        location = model_dir
     out = OutputDir(output)
     check_output_apart(out.location, list(cfg.inputs))
     files, skipped, ignored = check_inputs(
@@ -145,7 +152,7 @@ def run_scoring(cfg: ScoreConfig, address: str = "") -> ScoreSummary:
         previous = out.committed_manifest() if cfg.incremental else None
         plan = incremental_plan(files, previous)
         run = _Run(
-            cfg, run_id, started, out, model_dir, plan.todo, skipped, previous,
+            cfg, run_id, started, out, model_dir, location, plan.todo, skipped, previous,
             plan.kept_inputs, plan.kept_files, plan.carried,
         )  # fmt: skip
         run.changes, run.ignored = plan.changes, ignored
@@ -307,7 +314,8 @@ def _score_blocks(ds, run: _Run, registry):
     return ds.map_batches(
         ScorerActor,
         fn_constructor_kwargs={
-            "model_dir": run.model_dir,
+            "model_dir": run.model_location,
+            "model_id": _model_id(run.model_dir),
             "text_column": cfg.text_column,
             "max_tokens": cfg.max_tokens,
             "batch_size": cfg.model_batch_size,
@@ -513,7 +521,7 @@ def _manifest(run: _Run, counts: dict[str, int]) -> dict[str, Any]:
         "run_id": run.run_id,
         "mode": "incremental" if run.cfg.incremental else "full",
         "model_id": _model_id(run.model_dir),
-        "model_dir": run.model_dir,
+        "model_dir": run.model_location,
         "started_at": _iso(run.started),
         "finished_at": _iso(finished),
         "seconds": round(seconds, 3),

@@ -575,3 +575,56 @@ def test_training_publishes_to_an_s3_store(s3, prefix, ray_local, tiny_dataset, 
     assert keys[f"{prefix}/models/LATEST"] == f"{result.model_id}\n".encode()
     assert not any(".tmp" in k for k in keys)
     assert load_model_dir(resolve_model("latest", store)).model_id == result.model_id
+
+
+# --- (f) a cluster whose nodes share no disk --------------------------------------------------
+
+
+@pytest.mark.ray
+@pytest.mark.multinode
+def test_worker_nodes_that_cannot_read_the_drivers_files_score_s3_to_s3(
+    s3, prefix, models, private_home, tmp_path
+):
+    """As on a cloud cluster: a CPU-less head and two worker nodes, each in its own mount
+    namespace with an empty /tmp, so no actor can open what the driver keeps there (its
+    model cache, the tests' files). Inputs only on the S3 server, the model from an S3
+    store, the output on S3: every row once, each node with its own checked model copy."""
+    from tests.multinode import LocalCluster, can_hide_tmp
+
+    if not can_hide_tmp():
+        pytest.skip("no mount namespaces here (needs root and unshare)")
+    directory, model_id = models["a"]
+    publish(directory, f"s3://bucket/{prefix}/models", model_id)
+    expected = []
+    for k in range(4):
+        reviews = make_reviews(300, seed=20 + k)
+        ids = [f"n{k}-{r['review_id']}" for r in reviews]
+        path = tmp_path / f"part-{k}.parquet"
+        table = pa.table({"review_id": ids, "text": [r["text"] for r in reviews]})
+        pq.write_table(table, path, row_group_size=100)
+        s3.put(f"{prefix}/in/part-{k}.parquet", path.read_bytes())
+        path.unlink()  # only the S3 server has the inputs
+        expected += ids
+    with LocalCluster() as cluster:
+        workers = [cluster.add_worker(cpus=1, private_tmp=True) for _ in range(2)]
+        env = cluster.env(SENTIMENT_JOBS_HOME=str(private_home))
+        command = [
+            sys.executable, "-m", "sentiment", "score", f"s3://bucket/{prefix}/in/",
+            "--output", f"s3://bucket/{prefix}/out", "--model", "latest",
+            "--store", f"s3://bucket/{prefix}/models", "--address", cluster.address,
+            "--rows-per-file", "300",
+        ]  # fmt: skip
+        done = subprocess.run(
+            command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert all(w.alive for w in workers)
+    fs, root = pafs.FileSystem.from_uri(f"s3://bucket/{prefix}/out")
+    with fs.open_input_stream(f"{root}/_manifest.json") as f:
+        manifest = json.loads(f.read())
+    tables = [pq.read_table(f"{root}/{f['name']}", filesystem=fs) for f in manifest["files"]]
+    out = pa.concat_tables(tables)
+    assert sorted(out["review_id"].to_pylist()) == sorted(expected)  # every row once
+    assert set(out["model_id"].to_pylist()) == {model_id}
+    assert manifest["model_dir"] == f"s3://bucket/{prefix}/models/{model_id}"
+    assert len({a["node"] for a in manifest["actors"]}) == 2  # both workers scored
