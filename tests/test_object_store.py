@@ -628,3 +628,76 @@ def test_worker_nodes_that_cannot_read_the_drivers_files_score_s3_to_s3(
     assert set(out["model_id"].to_pylist()) == {model_id}
     assert manifest["model_dir"] == f"s3://bucket/{prefix}/models/{model_id}"
     assert len({a["node"] for a in manifest["actors"]}) == 2  # both workers scored
+
+
+# --- (g) the whole job with data, store and output on S3 --------------------------------------
+
+
+def _cli(*args: str, home: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    """The CLI in its own process (its own local Ray, whose workers get the AWS_* settings)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env["SENTIMENT_JOBS_HOME"] = str(home)
+    command = [sys.executable, "-m", "sentiment", *args]
+    return subprocess.run(
+        command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.mark.ray
+def test_prepare_train_ensemble_evaluate_score_and_incremental_all_on_s3(
+    s3, prefix, private_home, tmp_path
+):
+    base = f"s3://bucket/{prefix}"
+    pq.write_table(pa.Table.from_pylist(make_reviews(300)), tmp_path / "reviews.parquet")
+    result, errors = run(
+        "prepare", str(tmp_path / "reviews.parquet"), "--format", "parquet",
+        "--id-column", "review_id", "-o", f"{base}/data",
+    )  # fmt: skip
+    assert result.exit_code == 0 and not errors, result.output
+
+    done = _cli(
+        "train", "--data", f"{base}/data", "--store", f"{base}/models", "--ensemble", "2",
+        "--hidden-size", "8", "--epochs", "1", "--batch-size", "16", "--max-tokens", "50",
+        "--w2v-dim", "8", "--w2v-min-count", "1", "--w2v-epochs", "2", "--threads", "1",
+        "--storage-path", str(tmp_path / "runs"), home=private_home,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    latest = s3.keys(f"{prefix}/models/LATEST")[f"{prefix}/models/LATEST"].decode().strip()
+    assert latest.startswith("ensemble-")  # two members published, then their ensemble
+    published = {k.split("/")[2] for k in s3.keys(f"{prefix}/models/") if k.count("/") >= 3}
+    assert len(published) == 3 and latest in published
+
+    result, errors = run(
+        "evaluate", "--model", "latest", "--store", f"{base}/models", "--data", f"{base}/data"
+    )
+    assert result.exit_code == 0 and not errors, result.output
+    assert latest in result.output
+
+    expected = []
+    for k in range(3):
+        reviews = make_reviews(100, seed=40 + k)
+        ids = [f"s{k}-{r['review_id']}" for r in reviews]
+        pq.write_table(
+            pa.table({"review_id": ids, "text": [r["text"] for r in reviews]}),
+            tmp_path / "p.parquet",
+        )
+        s3.put(f"{prefix}/in/part-{k}.parquet", (tmp_path / "p.parquet").read_bytes())
+        expected += ids
+        score = (
+            "score", f"{base}/in/", "--output", f"{base}/out", "--store", f"{base}/models",
+            "--incremental", "--actors", "1",
+        )  # fmt: skip
+        if k == 0:
+            continue  # two inputs, then one more
+        done = _cli(*score, home=private_home)
+        assert done.returncode == 0, done.stderr[-3000:]
+        fs, root = pafs.FileSystem.from_uri(f"{base}/out")
+        with fs.open_input_stream(f"{root}/_manifest.json") as f:
+            manifest = json.loads(f.read())
+        tables = [pq.read_table(f"{root}/{e['name']}", filesystem=fs) for e in manifest["files"]]
+        out = pa.concat_tables(tables)
+        assert sorted(out["review_id"].to_pylist()) == sorted(expected)  # every row once
+        assert set(out["model_id"].to_pylist()) == {latest}
+        new = [f"{base}/in/part-{k}.parquet".removeprefix("s3://")]
+        if k == 2:  # the incremental run scored only the new input
+            assert [p.removeprefix("s3://") for p in manifest["this_run"]["inputs"]] == new
