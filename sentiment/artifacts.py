@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from sentiment.config import ModelConfig, SentimentError, TextConfig, from_dict
+from sentiment.config import ModelConfig, SentimentError, TextConfig, from_dict, is_model_id
 from sentiment.models import Ensemble, SentimentGRU, build_model
 from sentiment.storage import filesystem, storage_error
 from sentiment.text import Vocabulary
@@ -344,7 +344,7 @@ def locate_model(model: str, store: str) -> tuple[str, str | None]:
     """Where `model` is, as a local path or a URI, and the model id the directory must
     hold when it was found through the store. "latest" is read here, once: every node
     given the location then uses the same model, whatever LATEST says later."""
-    if _is_model_id(model) and not Path(model).exists():
+    if is_model_id(model) and not Path(model).exists():
         return f"{store.rstrip('/')}/{model}", model
     if model != "latest":
         return model, None
@@ -401,11 +401,6 @@ def _check_inside_store(path: Path, store: str) -> None:
             raise SentimentError(
                 f"{item}: leads to {real}, outside the model store {store}; refusing it"
             )
-
-
-def _is_model_id(model: str) -> bool:
-    """`<variant>-<12 hex digits>`, as `model_id` makes them."""
-    return re.fullmatch(r"[a-z]+-[0-9a-f]{12}", model) is not None
 
 
 # --- models fetched from an object store ----------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import numbers
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -58,6 +59,11 @@ def absolute(path: str) -> str:
     if not path or "://" in path:
         return path
     return os.path.abspath(os.path.expanduser(path))
+
+
+def is_model_id(name: str) -> bool:
+    """`<variant>-<12 hex digits>`, as a model id is made (`gru-8289c5a4a067`)."""
+    return re.fullmatch(r"[a-z]+-[0-9a-f]{12}", name) is not None
 
 
 def store_location(store: str) -> str:

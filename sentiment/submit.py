@@ -24,7 +24,14 @@ from typing import Any
 
 import requests
 
-from sentiment.config import ScoreConfig, SentimentError, TrainConfig, absolute, to_dict
+from sentiment.config import (
+    ScoreConfig,
+    SentimentError,
+    TrainConfig,
+    absolute,
+    is_model_id,
+    to_dict,
+)
 
 log = logging.getLogger(__name__)
 PROJECT = Path(__file__).resolve().parents[1]  # holds pyproject.toml in a checkout
@@ -144,9 +151,15 @@ def absolute_paths(cfg: TrainConfig | ScoreConfig) -> TrainConfig | ScoreConfig:
         cfg,
         inputs=tuple(absolute(i) for i in cfg.inputs),
         output=absolute(cfg.output) if cfg.output else "",
-        model=cfg.model if cfg.model == "latest" else absolute(cfg.model),
+        # "latest" and model ids name models in the store, on the cluster: kept as they are
+        model=cfg.model if _in_store(cfg.model) else absolute(cfg.model),
         store=absolute(cfg.store),
     )
+
+
+def _in_store(model: str) -> bool:
+    """Whether `--model` names a model of the store (as `artifacts.locate_model` reads it)."""
+    return model == "latest" or (is_model_id(model) and not Path(model).exists())
 
 
 def entrypoint(kind: str, cfg: TrainConfig | ScoreConfig, python: str) -> str:

@@ -147,6 +147,13 @@ def test_paths_become_absolute_and_uris_stay(tmp_path, monkeypatch):
     score = submit.absolute_paths(ScoreConfig(inputs=("in/*.parquet", "gs://b/x"), output="out"))
     assert score.inputs == (str(tmp_path / "in/*.parquet"), "gs://b/x")
     assert score.output == str(tmp_path / "out") and score.model == "latest"
+    # a model id names a model in the cluster's store: kept as an id, not made a path
+    by_id = submit.absolute_paths(ScoreConfig(inputs=("a",), model="gru-0123456789ab"))
+    assert by_id.model == "gru-0123456789ab"
+    (tmp_path / "gru-ba9876543210").mkdir()  # unless a directory of that name is here
+    local = submit.absolute_paths(ScoreConfig(inputs=("a",), model="gru-ba9876543210"))
+    assert local.model == str(tmp_path / "gru-ba9876543210")
+    assert submit.absolute_paths(ScoreConfig(inputs=("a",), model="m")).model == str(tmp_path / "m")
 
 
 def test_entrypoint_is_the_cli_with_every_setting_as_json():
