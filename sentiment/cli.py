@@ -21,6 +21,7 @@ from typing import Annotated, Any
 import typer
 
 from sentiment import datasets, download
+from sentiment.cluster import Stopped
 from sentiment.config import (
     EmbeddingConfig,
     ScoreConfig,
@@ -224,6 +225,9 @@ def user_errors() -> Iterator[None]:
     except SentimentError as exc:
         typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
         raise typer.Exit(code=1) from None
+    except Stopped as exc:  # SIGTERM or SIGINT: the work's own cleanup has run
+        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(code=128 + exc.signum) from None
     except OSError as exc:
         error = storage_error(exc)
         if error is None:

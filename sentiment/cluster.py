@@ -16,6 +16,8 @@ import contextlib
 import logging
 import os
 import re
+import signal
+import threading
 from collections.abc import Iterator
 
 from sentiment.config import SentimentError
@@ -46,13 +48,45 @@ def address_kind(address: str) -> str:
     )
 
 
+class Stopped(BaseException):
+    """The driver was sent SIGTERM or SIGINT. A BaseException, so that no `except
+    Exception` on the way out takes it for a failure of the work, and every cleanup runs
+    (a scoring run's staging area discarded, its lock released)."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+
+
+def stop_on_signals() -> None:
+    """SIGTERM (what `timeout`, cron wrappers and Kubernetes send) and SIGINT raise
+    `Stopped` in the main thread. Called once Ray is up: Ray's core worker installs a
+    SIGTERM handler that dumps a crash report and aborts (exit 134), leaving the lock."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # only the main thread may set handlers (and receives them)
+
+    def stop(signum, frame):
+        raise Stopped(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, stop)
+
+
 def init_ray(address: str = "", num_cpus: int | None = None, num_gpus: int | None = None) -> None:
     """Join the cluster at `address` (or the job's own, inside a Ray job), else start a
-    local Ray. Only a local Ray takes `num_cpus`/`num_gpus`."""
+    local Ray. Only a local Ray takes `num_cpus`/`num_gpus`. Then SIGTERM and SIGINT
+    stop this driver cleanly (`stop_on_signals`)."""
     import ray
 
     if ray.is_initialized():
         return
+    _connect(address, num_cpus, num_gpus)
+    stop_on_signals()
+
+
+def _connect(address: str, num_cpus: int | None, num_gpus: int | None) -> None:
+    import ray
+
     if os.environ.get("RAY_JOB_ID") or (not address and os.environ.get("RAY_ADDRESS")):
         ray.init(log_to_driver=True)  # the job's cluster, from RAY_ADDRESS
         return

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -485,3 +487,45 @@ def _env() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("RAY_ADDRESS", None)
     return env
+
+
+def test_sigterm_ends_a_run_in_one_line_with_exit_143_and_the_output_as_committed(
+    tiny_model, tmp_path
+):
+    """What `timeout`, cron wrappers and Kubernetes send: the run stops within seconds with
+    one `error:` line and 128 + 15, its staging area gone, its lock released, the output
+    as the last run committed it (Ray's own handler dumped a crash report, exit 134)."""
+    write_inputs(tmp_path / "in", n_files=2)
+    command = [
+        str(Path(sys.executable).parent / "sentiment-jobs"), "score", str(tmp_path / "in"),
+        "--output", str(tmp_path / "out"), "--model", str(tiny_model), "--actors", "1",
+    ]  # fmt: skip
+    env = _env()
+    first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir() if p.is_file()}
+    big = pa.table({"review_id": [f"big{i}" for i in range(200_000)], "text": ["great"] * 200_000})
+    big = big.append_column("stars", pa.array([4] * 200_000, pa.int8()))
+    pq.write_table(big, tmp_path / "in" / "big.parquet", row_group_size=500)
+    proc = subprocess.Popen(
+        [*command, "--rows-per-file", "500"], env=env, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 240
+    while not list((tmp_path / "out").glob("_staging/*/*.staged")):
+        assert proc.poll() is None and time.monotonic() < deadline, "the run never staged a file"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail("SIGTERM did not end the run within 60 s")
+    assert proc.returncode == 143, err[-3000:]
+    assert [line for line in err.splitlines() if line.startswith("error:")] == [
+        "error: stopped by SIGTERM"
+    ]
+    assert "Traceback" not in err and "SIGTERM received" not in err
+    assert not (tmp_path / "out" / "_LOCK").exists()
+    assert not (tmp_path / "out" / "_staging").exists()
+    after = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir() if p.is_file()}
+    assert after == before
