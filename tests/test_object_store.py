@@ -137,6 +137,15 @@ def one_error(*args: str) -> str:
     return errors[0]
 
 
+def read_output(uri: str) -> tuple[dict, pa.Table]:
+    """The committed manifest of an output on S3 and the rows of the files it lists."""
+    fs, root = pafs.FileSystem.from_uri(uri)
+    with fs.open_input_stream(f"{root}/_manifest.json") as f:
+        manifest = json.loads(f.read())
+    tables = [pq.read_table(f"{root}/{e['name']}", filesystem=fs) for e in manifest["files"]]
+    return manifest, pa.concat_tables(tables)
+
+
 # --- (a) publishing and resolving ------------------------------------------------------------
 
 
@@ -539,11 +548,8 @@ def test_score_reads_and_writes_s3_end_to_end(s3, prefix, models, private_home, 
     fs, root = pafs.FileSystem.from_uri(f"s3://bucket/{prefix}/out")
     names = {i.base_name for i in fs.get_file_info(pafs.FileSelector(root))}
     assert {"_SUCCESS", "_manifest.json"} <= names and "_LOCK" not in names
-    with fs.open_input_stream(f"{root}/_manifest.json") as f:
-        manifest = json.loads(f.read())
+    manifest, out = read_output(f"s3://bucket/{prefix}/out")
     assert manifest["model_id"] == model_id
-    tables = [pq.read_table(f"{root}/{f['name']}", filesystem=fs) for f in manifest["files"]]
-    out = pa.concat_tables(tables)
     assert sorted(out["review_id"].to_pylist()) == sorted(expected)  # every row once
     assert set(out["model_id"].to_pylist()) == {model_id}
     assert set(out["score_status"].to_pylist()) <= {"ok", "truncated"}
@@ -619,11 +625,7 @@ def test_worker_nodes_that_cannot_read_the_drivers_files_score_s3_to_s3(
         )
         assert done.returncode == 0, done.stderr[-3000:]
         assert all(w.alive for w in workers)
-    fs, root = pafs.FileSystem.from_uri(f"s3://bucket/{prefix}/out")
-    with fs.open_input_stream(f"{root}/_manifest.json") as f:
-        manifest = json.loads(f.read())
-    tables = [pq.read_table(f"{root}/{f['name']}", filesystem=fs) for f in manifest["files"]]
-    out = pa.concat_tables(tables)
+    manifest, out = read_output(f"s3://bucket/{prefix}/out")
     assert sorted(out["review_id"].to_pylist()) == sorted(expected)  # every row once
     assert set(out["model_id"].to_pylist()) == {model_id}
     assert manifest["model_dir"] == f"s3://bucket/{prefix}/models/{model_id}"
@@ -691,11 +693,7 @@ def test_prepare_train_ensemble_evaluate_score_and_incremental_all_on_s3(
             continue  # two inputs, then one more
         done = _cli(*score, home=private_home)
         assert done.returncode == 0, done.stderr[-3000:]
-        fs, root = pafs.FileSystem.from_uri(f"{base}/out")
-        with fs.open_input_stream(f"{root}/_manifest.json") as f:
-            manifest = json.loads(f.read())
-        tables = [pq.read_table(f"{root}/{e['name']}", filesystem=fs) for e in manifest["files"]]
-        out = pa.concat_tables(tables)
+        manifest, out = read_output(f"{base}/out")
         assert sorted(out["review_id"].to_pylist()) == sorted(expected)  # every row once
         assert set(out["model_id"].to_pylist()) == {latest}
         new = [f"{base}/in/part-{k}.parquet".removeprefix("s3://")]
