@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -122,7 +123,7 @@ class LocalCluster:
                 f"--dashboard-port={dash}", f"--ray-client-server-port={client}",
                 f"--temp-dir={self.temp}",
             ]  # fmt: skip
-            self._launch(head, self.head_cpus, 0, (agent, grpc, renv, metrics), self.head_env)
+            self._launch(head, self.head_cpus, 0, (agent, grpc, renv, metrics), env=self.head_env)
             self.wait_for_nodes(1)
         except BaseException:
             self.stop()
@@ -130,14 +131,13 @@ class LocalCluster:
         return self
 
     def add_worker(
-        self, cpus: float = 1, gpus: float = 0, wait: bool = True, private_tmp: bool = False
+        self, cpus: float = 1, gpus: float = 0, wait: bool = True, hide: tuple[str, ...] = ()
     ) -> Node:
-        """A worker node; `private_tmp`: in its own mount namespace with an empty /tmp, so
-        that, as on a real cluster, it cannot read what the driver keeps there (its
-        temporary files, model cache and outputs): an actor given a driver-local path fails."""
-        node = self._launch(
-            [f"--address={self.address}"], cpus, gpus, tuple(free_ports(4)), private_tmp=private_tmp
-        )
+        """A worker node; `hide`: directories it sees empty (its own mount namespace, an
+        empty tmpfs over each), so that, as on a real cluster, it cannot read what the
+        driver keeps there (its files, model cache, outputs): an actor given a
+        driver-local path fails."""
+        node = self._launch([f"--address={self.address}"], cpus, gpus, tuple(free_ports(4)), hide)
         if wait:
             self.wait_for_nodes(sum(n.alive for n in self.nodes))
         return node
@@ -148,8 +148,8 @@ class LocalCluster:
         cpus: float,
         gpus: float,
         ports: tuple,
+        hide: tuple[str, ...] = (),
         env: dict | None = None,
-        private_tmp: bool = False,
     ) -> Node:
         agent, grpc, renv, metrics = ports
         log = Path(self.temp) / f"node{len(self.nodes)}.log"
@@ -161,8 +161,8 @@ class LocalCluster:
             f"--runtime-env-agent-port={renv}", f"--metrics-export-port={metrics}",
             "--disable-usage-stats",
         ]  # fmt: skip
-        if private_tmp:
-            command = [*PRIVATE_TMP, *command]
+        if hide:
+            command = [*hiding(hide), *command]
         with log.open("w") as out:
             proc = subprocess.Popen(
                 command, env=self.env(**(env or {})), stdout=out, stderr=subprocess.STDOUT,
@@ -211,17 +211,26 @@ class LocalCluster:
         self.stop()
 
 
-# A new mount namespace whose /tmp is an empty tmpfs, then the command (needs root).
-PRIVATE_TMP = [
-    "unshare", "--mount", "--propagation", "private", "sh", "-c",
-    'mount -t tmpfs tmpfs /tmp && exec "$@"', "private-tmp",
-]  # fmt: skip
+def hiding(directories: tuple[str, ...]) -> list[str]:
+    """A command prefix: a new mount namespace with an empty tmpfs over each directory,
+    then the command (needs root, or a user namespace)."""
+    mounts = " && ".join(f"mount -t tmpfs tmpfs {shlex.quote(d)}" for d in directories)
+    return [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        f'{mounts} && exec "$@"',
+        "hide",
+    ]
 
 
-def can_hide_tmp() -> bool:
-    """Whether this machine lets a node run with a private /tmp (root, mount namespaces)."""
+def can_hide(directory: str) -> bool:
+    """Whether this machine lets a node run with `directory` hidden (see `hiding`)."""
     try:
-        done = subprocess.run([*PRIVATE_TMP, "true"], capture_output=True, timeout=30)
+        done = subprocess.run([*hiding((directory,)), "true"], capture_output=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
         return False
     return done.returncode == 0

@@ -589,15 +589,18 @@ def test_training_publishes_to_an_s3_store(s3, prefix, ray_local, tiny_dataset, 
 @pytest.mark.ray
 @pytest.mark.multinode
 def test_worker_nodes_that_cannot_read_the_drivers_files_score_s3_to_s3(
-    s3, prefix, models, private_home, tmp_path
+    s3, prefix, models, private_home, tmp_path, tmp_path_factory
 ):
-    """As on a cloud cluster: a CPU-less head and two worker nodes, each in its own mount
-    namespace with an empty /tmp, so no actor can open what the driver keeps there (its
-    model cache, the tests' files). Inputs only on the S3 server, the model from an S3
-    store, the output on S3: every row once, each node with its own checked model copy."""
-    from tests.multinode import LocalCluster, can_hide_tmp
+    """As on a cloud cluster: a CPU-less head and two worker nodes that see the tests'
+    temporary folder empty (their own mount namespace), so no actor can open what the
+    driver keeps there (its model cache under SENTIMENT_JOBS_HOME, the tests' files).
+    Inputs only on the S3 server, the model from an S3 store, the output on S3: every
+    row once, each node with its own checked model copy."""
+    from tests.multinode import LocalCluster, can_hide
 
-    if not can_hide_tmp():
+    hidden = str(tmp_path_factory.getbasetemp())
+    assert private_home.is_relative_to(hidden) and tmp_path.is_relative_to(hidden)
+    if not can_hide(hidden):
         pytest.skip("no mount namespaces here (needs root and unshare)")
     directory, model_id = models["a"]
     publish(directory, f"s3://bucket/{prefix}/models", model_id)
@@ -612,7 +615,7 @@ def test_worker_nodes_that_cannot_read_the_drivers_files_score_s3_to_s3(
         path.unlink()  # only the S3 server has the inputs
         expected += ids
     with LocalCluster() as cluster:
-        workers = [cluster.add_worker(cpus=1, private_tmp=True) for _ in range(2)]
+        workers = [cluster.add_worker(cpus=1, hide=(hidden,)) for _ in range(2)]
         env = cluster.env(SENTIMENT_JOBS_HOME=str(private_home))
         command = [
             sys.executable, "-m", "sentiment", "score", f"s3://bucket/{prefix}/in/",
