@@ -237,6 +237,7 @@ def inspect(found: Found) -> InputFile:
             schema = meta.schema.to_arrow_schema()
     except (OSError, pa.ArrowException, ValueError) as exc:
         raise SentimentError(f"{uri}: not a readable Parquet file ({exc})") from None
+    group_rows = _checked_row_counts(uri, meta)
     return InputFile(
         uri,
         found.path,
@@ -247,8 +248,33 @@ def inspect(found: Found) -> InputFile:
         schema,
         found.mtime_ns,
         fingerprint,
-        tuple(meta.row_group(i).num_rows for i in range(meta.num_row_groups)),
+        group_rows,
     )
+
+
+def _checked_row_counts(uri: str, meta: pq.FileMetaData) -> tuple[int, ...]:
+    """Each row group's row count, held to what its column chunks store: a footer can claim
+    10¹² rows in a few bytes, and a reader believing it allocates for them (a 4.8 KB file
+    took 19 GB). Every column chunk stores a value (or a null) for each row at least,
+    so a row group claiming more rows than a chunk's values is refused."""
+    rows = []
+    for g in range(meta.num_row_groups):
+        group = meta.row_group(g)
+        for c in range(group.num_columns):
+            chunk = group.column(c)
+            if chunk.num_values < group.num_rows:
+                raise SentimentError(
+                    f"{uri}: row group {g} claims {group.num_rows:,} rows but its column "
+                    f"{chunk.path_in_schema!r} holds {chunk.num_values:,} values; refusing "
+                    "a corrupt or hostile footer"
+                )
+        rows.append(group.num_rows)
+    if sum(rows) != meta.num_rows:
+        raise SentimentError(
+            f"{uri}: the footer claims {meta.num_rows:,} rows but its row groups hold "
+            f"{sum(rows):,}; refusing a corrupt or hostile footer"
+        )
+    return tuple(rows)
 
 
 def _footer_digest(f, size: int) -> str:

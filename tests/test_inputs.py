@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -125,3 +126,72 @@ def test_a_file_name_that_is_not_utf8_is_refused_or_skipped(tmp_path):
     good, skipped, _ = check_inputs([str(d)], "text", "", "skip", None)
     assert [f.uri for f in good] == [str(d / "a.parquet")]
     assert skipped[0]["reason"].endswith("file name is not valid UTF-8")
+
+
+def _varint(value: int) -> bytes:
+    out = b""
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        if not value:
+            return out + bytes([byte])
+        out += bytes([byte | 0x80])
+
+
+def write_row_group_claiming(path, claimed: int) -> None:
+    """777 real rows whose footer says its row group holds `claimed` (the file-level count
+    and the column chunks unchanged): the row group's num_rows varint rewritten."""
+    pq.write_table(pa.table({"text": [f"great review {i}" for i in range(777)]}), path)
+    data = path.read_bytes()
+    length = int.from_bytes(data[-8:-4], "little")
+    body, footer = data[: -8 - length], data[-8 - length : -8]
+    old, new = _varint(777 * 2), _varint(claimed * 2)  # Thrift compact: zigzag varints
+    at = footer.find(old)
+    while at != -1:
+        patched = footer[:at] + new + footer[at + len(old) :]
+        path.write_bytes(body + patched + len(patched).to_bytes(4, "little") + b"PAR1")
+        meta = pq.read_metadata(path)
+        if meta.row_group(0).num_rows == claimed and meta.num_rows == 777:
+            return
+        at = footer.find(old, at + 1)
+    raise AssertionError("no row-group count found to rewrite")
+
+
+def test_a_row_group_claiming_a_trillion_rows_is_refused_in_one_line_and_little_memory(
+    tiny_model, tmp_path
+):
+    """A 4 KB file whose footer claims 2·10¹² rows in its row group made a read task grow
+    to 19 GB and the run retry for ever: the footer is checked first, in seconds, with
+    the command's peak memory far below 1 GB (measured in a process of its own)."""
+    import json
+    import subprocess
+    import sys
+    import time
+
+    bomb = tmp_path / "in" / "bomb.parquet"
+    bomb.parent.mkdir()
+    write_row_group_claiming(bomb, 2 * 10**12)
+    assert bomb.stat().st_size < 10_000
+    with pytest.raises(SentimentError) as err:
+        check_inputs([str(bomb)], "text", "", "fail", None)
+    assert str(err.value) == (
+        f"{bomb}: row group 0 claims 2,000,000,000,000 rows but its column 'text' holds 777 "
+        "values; refusing a corrupt or hostile footer"
+    )
+    cli = str(Path(sys.executable).parent / "sentiment-jobs")
+    measure = (
+        "import json, resource, subprocess, sys\n"
+        "done = subprocess.run(sys.argv[1:], capture_output=True, text=True, timeout=120)\n"
+        "peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024\n"
+        "print(json.dumps({'rc': done.returncode, 'err': done.stderr, 'peak': peak}))\n"
+    )
+    command = [cli, "score", str(bomb.parent), "--model", str(tiny_model)]
+    start = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", measure, *command], capture_output=True, text=True, timeout=180
+    )
+    seconds = time.monotonic() - start
+    got = json.loads(done.stdout)
+    errors = [line for line in got["err"].splitlines() if line.startswith("error:")]
+    assert got["rc"] == 1 and errors == [f"error: {err.value}"], got["err"][-2000:]
+    assert got["peak"] < 1 << 30 and seconds < 30, (got["peak"], seconds)
+    assert not (tmp_path / "in.scored" / "_SUCCESS").exists()
