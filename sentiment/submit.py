@@ -115,9 +115,16 @@ def connect(address: str) -> Cluster:
             f"the Ray cluster at {address} requires a token: set RAY_AUTH_TOKEN or "
             "RAY_AUTH_TOKEN_PATH, or put it in ~/.ray/auth_token"
         )
-    # Only a cluster that says it uses tokens gets one (or one too old to say).
-    headers = {"Authorization": f"Bearer {token}"} if token and mode != "disabled" else {}
+    # Only a cluster that says it uses tokens gets one: a server that does not say so
+    # (not Ray, or a Ray too old to say) never sees it.
+    headers = {"Authorization": f"Bearer {token}"} if token and mode == "token" else {}
     r = _get(address, "/api/version", headers)
+    if r.status_code == 401 and mode != "token" and token:
+        raise SentimentError(
+            f"{address} asks for credentials but does not say it uses Ray tokens "
+            "(/api/authentication_mode): the token was not sent; is it a Ray dashboard "
+            "of Ray 2.52 or later?"
+        )
     if r.status_code == 401:
         raise SentimentError(
             f"the Ray cluster at {address} requires a token: set RAY_AUTH_TOKEN or "

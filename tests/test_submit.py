@@ -209,3 +209,52 @@ def test_jobs_commands_need_an_address(monkeypatch):
     assert result.exit_code == 1
     assert "no Ray cluster given: use --address or set RAY_ADDRESS" in result.output
     assert "Traceback" not in result.output
+
+
+def _recording_server(version_status: int) -> tuple[http.server.HTTPServer, list[dict]]:
+    """A dashboard stand-in that does not say it uses tokens (404 on
+    /api/authentication_mode) and records every request's headers."""
+    seen: list[dict] = []
+
+    class Quiet(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append({"path": self.path, **{k.lower(): v for k, v in self.headers.items()}})
+            if self.path.startswith("/api/version") and version_status == 200:
+                body = json.dumps({"ray_version": "2.60.0", "version": "4"}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            else:
+                self.send_error(404 if version_status == 200 else version_status)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, seen
+
+
+@pytest.mark.parametrize("version_status", [200, 401])
+def test_the_token_goes_only_to_a_server_that_says_it_uses_tokens(
+    no_token, monkeypatch, version_status
+):
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "secret-token-value")
+    server, seen = _recording_server(version_status)
+    try:
+        address = f"http://127.0.0.1:{server.server_port}"
+        if version_status == 401:
+            with pytest.raises(SentimentError, match="does not say it uses Ray tokens"):
+                submit.connect(address)
+        else:
+            try:
+                submit.connect(address)
+            except SentimentError:
+                pass  # what the job client makes of the stand-in is not the point
+    finally:
+        server.shutdown()
+    assert any(r["path"] == "/api/authentication_mode" for r in seen)
+    assert any(r["path"].startswith("/api/version") for r in seen)
+    assert not [r for r in seen if "authorization" in r or "secret-token-value" in str(r)]
