@@ -149,7 +149,8 @@ class ScorerActor:
         # Not `*.parquet` until committed: a reader's glob over the output never sees it.
         path = f"{self.staging}/part-{unit:07d}-{first:010d}-{uuid.uuid4().hex[:8]}{STAGED}"
         try:
-            self.fs.create_dir(self.staging, recursive=True)
+            # The driver made the staging area; it is not made again here, so a write
+            # finishing after a stopped run discarded it fails instead of leaving a file.
             # Written in place: only a receipt makes a staged file part of the output, so a
             # file cut off mid-write is never committed (it goes with the staging area).
             with self.fs.open_output_stream(path) as stream:

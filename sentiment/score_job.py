@@ -166,6 +166,7 @@ def run_scoring(cfg: ScoreConfig, address: str = "") -> ScoreSummary:
         run.plan = plan_resources(cfg, run.nodes)
         try:
             if run.todo:
+                out.fs.create_dir(out.staging(run_id), recursive=True)
                 _run_pipeline(run, schema, add_id)
             counts, run.file_counts = _verify(
                 run.staged, sum(f.rows for f in run.todo), out, run_id
@@ -304,6 +305,10 @@ def _end_attempt(run: _Run, registry) -> None:
     for actor in [*actors, registry]:
         with contextlib.suppress(Exception):
             ray.kill(actor)
+    # ray.kill returns before the actor is gone: wait (bounded) until each is, so that
+    # no write of this attempt lands after the run discards its staging area.
+    with contextlib.suppress(Exception):
+        ray.wait([a.__ray_ready__.remote() for a in actors], num_returns=len(actors), timeout=30)
 
 
 def _score_blocks(ds, run: _Run, registry):
