@@ -182,8 +182,27 @@ def _pairs(vocab: Vocabulary) -> list[tuple[str, str]]:
     return vocab.phrases.pairs if vocab.phrases else []
 
 
-def load_model_dir(directory: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
-    """Rebuild the model of a model directory from its files alone (safetensors, JSON, text)."""
+@dataclass(frozen=True)
+class ModelFiles:
+    """A model directory's files, checked, with nothing of the weights read but their
+    header (`check_model_dir`)."""
+
+    directory: Path
+    config: dict[str, Any]
+    model_cfgs: list[ModelConfig]
+    text: TextConfig
+    temperature: float
+    vocab: Vocabulary
+
+    @property
+    def ensemble(self) -> bool:
+        return "ensemble" in self.config
+
+
+def check_model_dir(directory: str | Path) -> ModelFiles:
+    """Every file of a model directory checked against the others, the weights read
+    only as far as their header: what the driver does before any Ray work, so that a
+    bad model is one line there and never a failure inside the scoring actors."""
     directory = Path(directory)
     for name in (CONFIG, WEIGHTS, VOCAB):
         if not (directory / name).is_file():
@@ -203,6 +222,8 @@ def load_model_dir(directory: str | Path, device: str | torch.device = "cpu") ->
         temperature = float(config.get("calibration", {}).get("temperature", 1.0))
     except SentimentError as exc:  # a size or setting out of bounds
         raise SentimentError(f"{directory / CONFIG}: {exc}") from None
+    except RecursionError:
+        raise SentimentError(f"{directory / CONFIG}: nested too deeply; refusing it") from None
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise SentimentError(f"{directory / CONFIG}: unreadable model config ({exc})") from None
     if not temperature > 0:
@@ -219,15 +240,23 @@ def load_model_dir(directory: str | Path, device: str | torch.device = "cpu") ->
                 f"{directory / VOCAB}: {len(vocab)} words but the model has "
                 f"{model_cfg.vocab_size} rows"
             )
-    model = _build(model_cfgs, ensemble)
-    model.temperature = temperature
+    return ModelFiles(directory, config, model_cfgs, text_cfg, temperature, vocab)
+
+
+def load_model_dir(directory: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+    """Rebuild the model of a model directory from its files alone (safetensors, JSON, text)."""
+    files = check_model_dir(directory)
+    model = _build(files.model_cfgs, files.ensemble)
+    model.temperature = files.temperature
+    weights = files.directory / WEIGHTS
     try:
-        state = load_file(str(directory / WEIGHTS), device="cpu")
+        state = load_file(str(weights), device="cpu")
         model.load_state_dict(state, strict=True)
     except Exception as exc:  # safetensors raises its own error types
-        raise SentimentError(f"{directory / WEIGHTS}: cannot load weights ({exc})") from None
+        raise SentimentError(f"{weights}: cannot load weights ({exc})") from None
     model.to(device).eval()
-    return LoadedModel(config.get("model_id", directory.name), model, vocab, text_cfg)
+    model_id = files.config.get("model_id", files.directory.name)
+    return LoadedModel(model_id, model, files.vocab, files.text)
 
 
 MAX_CONFIG_BYTES = 1 << 20
@@ -393,9 +422,10 @@ def _is_store_name(name: str) -> bool:
 
 
 def _check_inside_store(path: Path, store: str) -> None:
-    """A model found through the store must really be in it: links out of it are refused."""
+    """A model found through the store must really be in it, every file of it: links out
+    of it are refused."""
     root = os.path.realpath(store.removeprefix("file://"))
-    for item in (path, *(path / name for name in (CONFIG, WEIGHTS, VOCAB))):
+    for item in (path, *sorted(path.iterdir())):
         real = os.path.realpath(item)
         if not real.startswith(root + os.sep):
             raise SentimentError(
@@ -504,6 +534,8 @@ def _config_model_id(raw: bytes, uri: str) -> str:
     try:
         config = json.loads(raw.decode("utf-8"))
         model_id, _ = config["model_id"], _variant(config)
+    except RecursionError:
+        raise SentimentError(f"{uri}/{CONFIG}: nested too deeply; refusing it") from None
     except (ValueError, KeyError, TypeError) as exc:
         raise SentimentError(f"{uri}/{CONFIG}: unreadable model config ({exc})") from None
     if not isinstance(model_id, str) or not _is_store_name(model_id):

@@ -160,7 +160,9 @@ def lost_work(exc: BaseException) -> bool:
     """Whether Ray failed because a node, worker or object was lost (worth retrying), not
     because of the data or the code."""
     text = f"{type(exc).__name__}: {exc}"
-    return "SentimentError" not in text and any(name in text for name in LOST)
+    if "SentimentError" in text or "error raised in its creation task" in text:
+        return False  # an actor's own constructor failed: the same on any node
+    return any(name in text for name in LOST)
 
 
 def alive_nodes() -> list[dict[str, float]]:

@@ -127,6 +127,7 @@ class ScorerActor:
         )
         self.pool_rows, self.staging, self.schema = pool_rows, staging, schema
         self.fs, _ = filesystem(output)
+        self.registry = registry
         if registry is not None:
             info = {
                 "pid": os.getpid(),
@@ -139,8 +140,17 @@ class ScorerActor:
     def __call__(self, batch: pa.Table) -> pa.Table:
         """Score and write each run of consecutive rows of one unit in the batch (a batch
         is one block, or on GPUs, where Ray Data needs a batch size, a few)."""
-        receipts = [self._write(batch.slice(start, n)) for start, n in _runs(batch)]
-        return pa.concat_tables([RECEIPT.empty_table(), *receipts])
+        receipts = pa.concat_tables(
+            [RECEIPT.empty_table(), *(self._write(batch.slice(s, n)) for s, n in _runs(batch))]
+        )
+        if self.registry is not None:
+            # Also with the registry, which outlives the attempt: a block's receipt still
+            # on its way to the driver when a node is lost would otherwise be lost with
+            # it, and its unit scored again.
+            import ray
+
+            ray.get(self.registry.receipt.remote(receipts.to_pylist()))
+        return receipts
 
     def _write(self, block: pa.Table) -> pa.Table:
         unit, first = block[UNIT][0].as_py(), block[POS][0].as_py()
@@ -215,12 +225,14 @@ def _runs(batch: pa.Table) -> list[tuple[int, int]]:
 
 
 class Registry:
-    """A tiny actor collecting what each scoring actor ran on (for the manifest), and its
-    handle (so that an attempt's actors can be ended before the next attempt starts)."""
+    """A tiny actor collecting what each scoring actor ran on (for the manifest), its
+    handle (so that an attempt's actors can be ended before the next attempt starts), and
+    the receipts of the files it wrote."""
 
     def __init__(self):
         self.items: list[dict[str, Any]] = []
         self.handles: list[Any] = []
+        self.receipts: list[dict[str, Any]] = []
 
     def add(self, info: dict[str, Any], handle: Any = None) -> None:
         self.items.append(info)
@@ -232,6 +244,13 @@ class Registry:
 
     def actors(self) -> list[Any]:
         return self.handles
+
+    def receipt(self, rows: list[dict[str, Any]]) -> None:
+        self.receipts.extend(rows)
+
+    def written(self) -> list[dict[str, Any]]:
+        """Every receipt the attempt's actors handed back, the driver's stream aside."""
+        return self.receipts
 
 
 def complete(unit: Unit, receipts: list[tuple[int, int, str]]) -> list[tuple[int, int, str]] | None:

@@ -17,13 +17,14 @@ import time
 import uuid
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from sentiment.artifacts import fetch_model, is_remote, locate_model, versions
+from sentiment.artifacts import check_model_dir, fetch_model, is_remote, locate_model, versions
 from sentiment.commit import OutputDir, staged_name
 from sentiment.config import ScoreConfig, SentimentError, absolute, store_location, to_dict
 from sentiment.inputs import InputFile, check_inputs, check_output_apart
@@ -78,6 +79,8 @@ class _Run:
     actors: list[dict[str, Any]] = field(default_factory=list)
     nodes: list[dict[str, float]] = field(default_factory=list)  # alive at the last attempt
     retries: list[dict[str, Any]] = field(default_factory=list)  # attempts that lost nodes
+    model_id: str = ""  # from the model's config.json, checked on the driver
+    written: list[dict[str, Any]] = field(default_factory=list)  # an attempt's receipts
 
 
 IO_CPUS = 0.25  # each read and write task: Arrow I/O, light next to the model
@@ -138,6 +141,7 @@ def run_scoring(cfg: ScoreConfig, address: str = "") -> ScoreSummary:
     # Checked here, before any Ray work; on an object store each scoring actor fetches and
     # checks its own copy (nodes share no disk), pinned to the id found now.
     model_dir = absolute(str(fetch_model(location, expected_id, store)))
+    model = check_model_dir(model_dir)
     if not is_remote(location):
         location = model_dir
     out = OutputDir(output)
@@ -156,6 +160,7 @@ def run_scoring(cfg: ScoreConfig, address: str = "") -> ScoreSummary:
             plan.kept_inputs, plan.kept_files, plan.carried,
         )  # fmt: skip
         run.changes, run.ignored = plan.changes, ignored
+        run.model_id = model.config.get("model_id", Path(model_dir).name)
         schema = _one_schema(run)
         if plan.todo:
             _check_output_names(schema, plan.todo)
@@ -168,6 +173,7 @@ def run_scoring(cfg: ScoreConfig, address: str = "") -> ScoreSummary:
             if run.todo:
                 out.fs.create_dir(out.staging(run_id), recursive=True)
                 _run_pipeline(run, schema, add_id)
+                _warn_idle_gpus(run.actors)
             counts, run.file_counts = _verify(
                 run.staged, sum(f.rows for f in run.todo), out, run_id
             )
@@ -221,6 +227,9 @@ def _run_pipeline(run: _Run, schema: pa.Schema, add_id: bool) -> None:
             error = None
         except Exception as exc:  # Ray Data re-raises a task's error in its own types
             error = exc
+        for receipt in run.written:  # those the stream had not brought when it failed
+            receipts[receipt["unit"]].append((receipt["first"], receipt["rows"], receipt["path"]))
+        run.written.clear()
         for u in left:
             files = complete(u, receipts[u.index])
             if files is not None:
@@ -298,6 +307,7 @@ def _end_attempt(run: _Run, registry) -> None:
 
     try:
         run.actors.extend(ray.get(registry.get.remote(), timeout=60))
+        run.written.extend(ray.get(registry.written.remote(), timeout=60))
         actors = ray.get(registry.actors.remote(), timeout=60)
     except Exception as exc:  # the driver's node is failing too: the run is ending
         log.warning("could not end the scoring actors of run %s: %s", run.run_id, exc)
@@ -320,7 +330,7 @@ def _score_blocks(ds, run: _Run, registry):
         ScorerActor,
         fn_constructor_kwargs={
             "model_dir": run.model_location,
-            "model_id": _model_id(run.model_dir),
+            "model_id": run.model_id,
             "text_column": cfg.text_column,
             "max_tokens": cfg.max_tokens,
             "batch_size": cfg.model_batch_size,
@@ -525,7 +535,7 @@ def _manifest(run: _Run, counts: dict[str, int]) -> dict[str, Any]:
     return {
         "run_id": run.run_id,
         "mode": "incremental" if run.cfg.incremental else "full",
-        "model_id": _model_id(run.model_dir),
+        "model_id": run.model_id,
         "model_dir": run.model_location,
         "started_at": _iso(run.started),
         "finished_at": _iso(finished),
@@ -545,11 +555,16 @@ def _manifest(run: _Run, counts: dict[str, int]) -> dict[str, Any]:
     }
 
 
-def _model_id(model_dir: str) -> str:
-    import json
-    from pathlib import Path
-
-    return json.loads((Path(model_dir) / "config.json").read_text())["model_id"]
+def _warn_idle_gpus(actors: list[dict[str, Any]]) -> None:
+    """Say so when actors held GPUs that torch could not use: they scored on CPU."""
+    idle = [a for a in actors if a.get("gpu_ids") and not a.get("device", "").startswith("cuda")]
+    if idle:
+        log.warning(
+            "%d scoring actor(s) held GPUs (ids %s) but torch saw no CUDA device there "
+            "(a CPU build of torch, or no driver), so they scored on CPU; see the "
+            "manifest's actors",
+            len(idle), ", ".join(sorted({g for a in idle for g in a["gpu_ids"]})),
+        )  # fmt: skip
 
 
 def _iso(t: float) -> str:

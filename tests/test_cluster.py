@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from sentiment.cluster import DRIVER, LOCAL, SUBMIT, address_kind, describe
@@ -117,3 +119,36 @@ def test_bad_pool_settings_are_refused(settings, says):
 def test_bad_train_scaling_settings_are_refused(settings, says):
     with pytest.raises(SentimentError, match=says):
         TrainConfig(data="d", **settings)
+
+
+def test_a_failing_actor_constructor_is_not_taken_for_a_lost_node(ray_local):
+    """An error raised in an actor's constructor is the same on any node: never retried
+    as lost work. A killed actor (as on a lost node) is."""
+    import ray
+
+    from sentiment.cluster import lost_work
+
+    @ray.remote(num_cpus=0)
+    class Deep:
+        def __init__(self, fail: bool):
+            if fail:
+                raise RecursionError("maximum recursion depth exceeded")
+
+        def ping(self) -> int:
+            return 1
+
+    with pytest.raises(Exception) as failed:
+        ray.get(Deep.remote(True).ping.remote(), timeout=60)
+    assert not lost_work(failed.value)
+    alive = Deep.remote(False)
+    assert ray.get(alive.ping.remote(), timeout=60) == 1
+    ray.kill(alive)
+    for _ in range(60):  # ray.kill returns before the actor is gone
+        try:
+            ray.get(alive.ping.remote(), timeout=30)
+        except Exception as exc:
+            assert lost_work(exc), exc
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail("the killed actor still answers")

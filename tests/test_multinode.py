@@ -107,8 +107,11 @@ def test_a_worker_node_killed_mid_score_loses_and_duplicates_no_row(
     inputs, ids = collection
     started = time.monotonic()
     proc = score(cluster, inputs, tmp_path / "out", tiny_model, "--rows-per-file", "400")
-    # Scoring under way: an actor on the node, and a first unit's file staged.
-    while not (victim.runs("ScorerActor") and list(tmp_path.glob("out/_staging/*/part-*"))):
+    # Scoring under way: an actor on the node, and a unit's file staged and done (three
+    # staged by two actors: one of them has finished a file and started the next).
+    while not (
+        victim.runs("ScorerActor") and len(list(tmp_path.glob("out/_staging/*/part-*"))) >= 3
+    ):
         assert proc.poll() is None and time.monotonic() - started < 240, "no actor scoring"
         time.sleep(0.1)
     assert proc.poll() is None, "the run ended before the node could be killed"
@@ -121,6 +124,9 @@ def test_a_worker_node_killed_mid_score_loses_and_duplicates_no_row(
     # The loss was noticed, and the failed attempt's actors are still on record.
     manifest = json.loads((tmp_path / "out" / "_manifest.json").read_text())
     assert manifest["retries"] and manifest["retries"][0]["attempt"] == 1
+    # Units finished before the loss are kept, not scored again (their receipts outlive
+    # the attempt's stream).
+    assert manifest["retries"][0]["units_done"] >= 1, manifest["retries"]
     assert len(manifest["actors"]) >= 2
 
 

@@ -386,6 +386,7 @@ def test_scoring_actor_error_reaches_the_driver_as_one_line(ray_local, tiny_mode
             return super().__call__(batch)
 
     units = plan_units(files, 1000)
+    (tmp_path / "out" / "_staging").mkdir(parents=True)  # the driver's part
     ds = ray.data.read_datasource(make_datasource(units, input_schema(files, False), False))
     ds = ds.map_batches(
         Failing,
@@ -458,6 +459,7 @@ def test_gpu_actors_each_hold_their_own_gpu(tiny_model, tmp_path):
     gpu_ids = [tuple(a["gpu_ids"]) for a in report["actors"]]
     assert len(gpu_ids) == 2 and all(len(g) == 1 for g in gpu_ids) and len(set(gpu_ids)) == 2
     assert {a["device"] for a in report["actors"]} == {"cpu"}
+    assert "2 scoring actor(s) held GPUs (ids 0, 1) but torch saw no CUDA device" in proc.stderr
 
 
 def test_installed_command_scores_with_the_latest_model(tiny_model, tmp_path):
@@ -529,3 +531,51 @@ def test_sigterm_ends_a_run_in_one_line_with_exit_143_and_the_output_as_committe
     assert not (tmp_path / "out" / "_staging").exists()
     after = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir() if p.is_file()}
     assert after == before
+
+
+def _deep_config(directory: Path) -> None:
+    (directory / "config.json").write_text("[" * 100_000 + "]" * 100_000)
+
+
+def _lying_header(directory: Path) -> None:
+    path = directory / "model.safetensors"
+    data = path.read_bytes()
+    length = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + length])
+    header["head.bias"]["data_offsets"] = [0, 1 << 40]
+    raw = json.dumps(header).encode()
+    path.write_bytes(len(raw).to_bytes(8, "little") + raw + data[8 + length :])
+
+
+@pytest.mark.parametrize(
+    ("spoil", "message"),
+    [(_deep_config, r"config\.json: nested too deeply"), (_lying_header, "claims bytes")],
+    ids=["config-100000-deep", "safetensors-header-lies"],
+)
+def test_a_bad_model_is_one_line_from_the_driver_before_any_ray_work(
+    tiny_model, tmp_path, spoil, message
+):
+    """Checked where the run starts, not inside the scoring actors: no Ray started, no
+    retries as if a node were lost, the output committed before untouched."""
+    import re
+    import shutil
+
+    write_inputs(tmp_path / "in", n_files=1)
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    spoil(model)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "kept.txt").write_text("earlier output\n")
+    exe = Path(sys.executable).parent / "sentiment-jobs"
+    proc = subprocess.run(
+        [str(exe), "-v", "score", str(tmp_path / "in"), "--model", str(model), "--output", str(out)],
+        capture_output=True, text=True, timeout=120, env=_env(),
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and re.search(message, errors[0]), proc.stderr[-3000:]
+    assert str(model) in errors[0]
+    assert "Traceback" not in proc.stderr and "local Ray" not in proc.stderr
+    assert "attempt" not in proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["kept.txt"]

@@ -174,6 +174,7 @@ def test_actor_error_names_file_row_group_and_reason(tiny_model, tmp_path):
 
     from sentiment.pipeline import POS, SOURCE, UNIT, ScorerActor
 
+    (tmp_path / "_staging").mkdir()  # the driver's part
     actor = ScorerActor(
         model_dir=str(tiny_model), text_column="text", max_tokens=0, batch_size=64,
         pool_rows=4096, threads=1, output=str(tmp_path), staging=str(tmp_path / "_staging"),
@@ -328,9 +329,26 @@ def test_store_links_leading_outside_the_store_are_refused(tmp_path, tiny_model)
     (inside / "model.safetensors").symlink_to(outside / "model.safetensors")
     with pytest.raises(SentimentError, match=r"model\.safetensors: leads to .* outside"):
         resolve_model("gru-ba9876543210", str(store))
+    # every file of it: phrases.txt (read as the vocabulary is) and any other
+    for name in ("phrases.txt", "metrics.json"):
+        (inside / "model.safetensors").unlink()
+        (inside / "model.safetensors").write_bytes((outside / "model.safetensors").read_bytes())
+        (outside / name).write_text("not\tthis\n")
+        (inside / name).unlink(missing_ok=True)
+        (inside / name).symlink_to(outside / name)
+        with pytest.raises(SentimentError, match=rf"{name}: leads to .* outside"):
+            resolve_model("gru-ba9876543210", str(store))
+        (inside / name).unlink()
     # links that stay inside the store are fine
     (store / "LATEST").write_text("current\n")
     (store / "current").symlink_to(store / "gru-ba9876543210")
     (inside / "model.safetensors").unlink()
     (inside / "model.safetensors").write_bytes((outside / "model.safetensors").read_bytes())
     assert resolve_model("latest", str(store)) == store / "current"
+
+
+def test_a_config_nested_too_deeply_is_one_error_not_a_recursion(tmp_path, tiny_model):
+    directory = copy_model(tiny_model, tmp_path / "m")
+    (directory / "config.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(SentimentError, match=r"config\.json: nested too deeply"):
+        load_model_dir(directory)
