@@ -117,7 +117,9 @@ def input_schema(files: list[InputFile], union: bool) -> pa.Schema:
     first = files[0]
     if union:
         try:
-            return pa.unify_schemas([f.schema for f in files], promote_options="permissive")
+            merged = pa.unify_schemas([f.schema for f in files], promote_options="permissive")
+            _refuse_text_made_binary(merged, files)
+            return merged
         except (pa.ArrowException, TypeError):
             for other in files[1:]:
                 try:
@@ -138,6 +140,33 @@ def input_schema(files: list[InputFile], union: bool) -> pa.Schema:
                 "them apart, or pass --union-schemas to write the union of their columns"
             )
     return first.schema
+
+
+def _refuse_text_made_binary(merged: pa.Schema, files: list[InputFile]) -> None:
+    """A union would type a column binary where some files have it as text: every row of
+    those files would then be written as bytes (and the text column scored as such)."""
+    for field in merged:
+        if not (pa.types.is_binary(field.type) or pa.types.is_large_binary(field.type)):
+            continue
+        texts = [f for f in files if _is_text(f.schema, field.name)]
+        has = [f for f in files if field.name in f.schema.names]
+        raw = [f for f in has if not _is_text(f.schema, field.name)]
+        if texts and raw:
+            raise SentimentError(
+                f"{texts[0].uri} and {raw[0].uri} have conflicting columns: column "
+                f"{field.name!r} is {texts[0].schema.field(field.name).type} in the first and "
+                f"{raw[0].schema.field(field.name).type} in the second; a union would make "
+                "every row of it bytes: cast it to string in the second first"
+            )
+
+
+def _is_text(schema: pa.Schema, name: str) -> bool:
+    if name not in schema.names:
+        return False
+    t = schema.field(name).type
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    return pa.types.is_string(t) or pa.types.is_large_string(t)
 
 
 def schema_difference(a: pa.Schema, b: pa.Schema) -> str:

@@ -22,6 +22,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from sentiment.artifacts import check_model_dir, fetch_model, is_remote, locate_model, versions
@@ -29,7 +30,6 @@ from sentiment.commit import OutputDir, staged_name
 from sentiment.config import ScoreConfig, SentimentError, absolute, store_location, to_dict
 from sentiment.inputs import InputFile, check_inputs, check_output_apart
 from sentiment.layout import (
-    GENERATED_ID,
     committed_inputs_schema,
     conform,
     file_pieces,
@@ -161,9 +161,8 @@ def run_scoring(cfg: ScoreConfig, address: str = "") -> ScoreSummary:
         )  # fmt: skip
         run.changes, run.ignored = plan.changes, ignored
         run.model_id = model.config.get("model_id", Path(model_dir).name)
+        _check_output_names(plan.todo)  # first: an earlier output among the inputs
         schema = _one_schema(run)
-        if plan.todo:
-            _check_output_names(schema, plan.todo)
         add_id = bool(schema is not None and not cfg.id_column and "review_id" not in schema.names)
         run.schema = output_schema(schema, add_id) if schema is not None else None
         init_ray(address)  # after the checks: a bad input fails before any Ray starts
@@ -485,13 +484,22 @@ def _carry(run: _Run) -> None:
         run.carried_files.append(path)
 
 
-def _check_output_names(schema: pa.Schema, files: list[InputFile]) -> None:
-    clash = [c for c in (*OUTPUT_COLUMNS, GENERATED_ID) if c in schema.names and c != GENERATED_ID]
-    if clash:
-        raise SentimentError(
-            f"input already has column(s) {', '.join(clash)} that scoring adds "
-            f"(e.g. {files[0].uri}); rename them or select other columns first"
-        )
+def _check_output_names(files: list[InputFile]) -> None:
+    """No input may have the columns scoring adds; the error names a file that has them,
+    and says so when it is an earlier scoring run's output (`a.scored/` beside `a.parquet`)."""
+    culprit = next((f for f in files if set(OUTPUT_COLUMNS) & set(f.schema.names)), None)
+    if culprit is None:
+        return
+    clash = [c for c in OUTPUT_COLUMNS if c in culprit.schema.names]
+    parent = culprit.path.rsplit("/", 1)[0]
+    scored = culprit.fs.get_file_info(f"{parent}/_manifest.json").type == pafs.FileType.File
+    why = (
+        f"{culprit.uri} is in {parent}, the output of an earlier scoring run: score the "
+        "input files alone, or put outputs elsewhere (--output)"
+        if scored
+        else f"{culprit.uri}: rename them or select other columns first"
+    )
+    raise SentimentError(f"input already has column(s) {', '.join(clash)} that scoring adds; {why}")
 
 
 def _manifest(run: _Run, counts: dict[str, int]) -> dict[str, Any]:

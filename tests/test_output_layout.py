@@ -157,6 +157,21 @@ def test_input_schema_refuses_a_difference_naming_two_files_unless_union():
         input_schema([files[0], clash], union=True)
 
 
+def test_a_union_never_turns_text_into_bytes():
+    """string beside binary unifies to binary: every row of the string files would be
+    written (and scored) as bytes. Refused in one line naming both files."""
+    text = fake_file("/d/a.parquet", [1], pa.schema([("text", pa.string())]))
+    raw = fake_file("/d/b.parquet", [1], pa.schema([("text", pa.binary())]))
+    for files in ([text, raw], [raw, text]):
+        with pytest.raises(SentimentError) as err:
+            input_schema(files, union=True)
+        assert str(err.value).startswith(
+            "/d/a.parquet and /d/b.parquet have conflicting columns: column 'text' is "
+            "string in the first and binary in the second; a union would make every row"
+        )
+    assert input_schema([raw, raw], union=True).field("text").type == pa.binary()
+
+
 # --- through a real local Ray ----------------------------------------------------------
 
 

@@ -579,3 +579,17 @@ def test_a_bad_model_is_one_line_from_the_driver_before_any_ray_work(
     assert "Traceback" not in proc.stderr and "local Ray" not in proc.stderr
     assert "attempt" not in proc.stderr
     assert sorted(p.name for p in out.iterdir()) == ["kept.txt"]
+
+
+def test_a_scored_output_inside_the_inputs_is_named_as_the_culprit(ray_local, tiny_model, tmp_path):
+    """`score in/a.parquet` writes `in/a.scored/`; scoring `in/` then meets that output's
+    files: the error names one of them and says what it is, not `a.parquet`."""
+    [path] = write_inputs(tmp_path / "in", n_files=1, rows=30)
+    score([path], tmp_path / "in" / "part-0.scored", tiny_model)
+    with pytest.raises(SentimentError) as err:
+        score([tmp_path / "in"], tmp_path / "out", tiny_model)
+    message = str(err.value)
+    assert message.startswith("input already has column(s) sentiment, p_positive, model_id")
+    assert f"{tmp_path / 'in' / 'part-0.scored'}/part-" in message
+    assert "the output of an earlier scoring run" in message
+    assert f"{path}:" not in message
