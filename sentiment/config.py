@@ -439,6 +439,12 @@ class ScoreConfig:
     incremental: bool = setting(
         False, "Only score input files the committed manifest does not list."
     )
+    content_digest: bool = setting(
+        False,
+        "Tell inputs apart by a SHA-256 of all their bytes (each input read once more per "
+        "run), not by size, modification time and footer: --incremental then also sees a "
+        "rewrite that keeps all three.",
+    )
     on_bad_file: str = setting(
         "fail",
         "fail: stop on a bad input file; skip: record it in the manifest.",

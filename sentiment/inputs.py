@@ -221,8 +221,9 @@ def _within(inner: str, outer: str) -> bool:
     return inner.startswith(outer.rstrip("/") + "/")
 
 
-def inspect(found: Found) -> InputFile:
-    """Read one file's footer; a file that cannot be read raises SentimentError naming it."""
+def inspect(found: Found, content: bool = False) -> InputFile:
+    """Read one file's footer; a file that cannot be read raises SentimentError naming it.
+    `content`: its fingerprint is a SHA-256 of all its bytes, not of its footer alone."""
     uri, size = found.uri, found.size
     if size == 0:
         raise SentimentError(f"{uri}: empty file (0 bytes)")
@@ -233,6 +234,8 @@ def inspect(found: Found) -> InputFile:
     try:
         with found.fs.open_input_file(found.path) as f:
             fingerprint = _footer_digest(f, size)
+            if content:
+                fingerprint = _content_digest(f)
             meta = pq.ParquetFile(f).metadata
             schema = meta.schema.to_arrow_schema()
     except (OSError, pa.ArrowException, ValueError) as exc:
@@ -277,6 +280,15 @@ def _checked_row_counts(uri: str, meta: pq.FileMetaData) -> tuple[int, ...]:
     return tuple(rows)
 
 
+def _content_digest(f) -> str:
+    """SHA-256 of every byte of a file, read in 1 MiB pieces; the file left at its start."""
+    digest = hashlib.sha256()
+    while piece := f.read(1 << 20):
+        digest.update(piece)
+    f.seek(0)
+    return "sha256:" + digest.hexdigest()
+
+
 def _footer_digest(f, size: int) -> str:
     """SHA-256 of a Parquet file's footer: it holds every row group's offsets, sizes and
     statistics, so a rewrite of the same size almost surely changes it (one small read)."""
@@ -314,16 +326,22 @@ def check_columns(f: InputFile, text_column: str, id_column: str) -> None:
 
 
 def check_inputs(
-    inputs: list[str], text_column: str, id_column: str, on_bad_file: str, exclude: str | None
+    inputs: list[str],
+    text_column: str,
+    id_column: str,
+    on_bad_file: str,
+    exclude: str | None,
+    content: bool = False,
 ) -> tuple[list[InputFile], list[dict[str, str]], list[dict[str, str]]]:
     """Every file checked: (good files, skipped files with reasons, paths ignored while
-    listing, see `resolve`). Raises on the first bad file unless `on_bad_file == "skip"`."""
+    listing, see `resolve`). Raises on the first bad file unless `on_bad_file == "skip"`.
+    `content`: fingerprints digest each file's bytes (see `inspect`)."""
     good: list[InputFile] = []
     skipped: list[dict[str, str]] = []
     found, ignored = resolve(inputs, exclude)
     for item in found:
         try:
-            f = inspect(item)
+            f = inspect(item, content)
             check_columns(f, text_column, id_column)
         except SentimentError as exc:
             if on_bad_file != "skip":

@@ -147,8 +147,9 @@ def run_scoring(cfg: ScoreConfig, address: str = "") -> ScoreSummary:
     out = OutputDir(output)
     check_output_apart(out.location, list(cfg.inputs))
     files, skipped, ignored = check_inputs(
-        list(cfg.inputs), cfg.text_column, cfg.id_column, cfg.on_bad_file, exclude=out.location
-    )
+        list(cfg.inputs), cfg.text_column, cfg.id_column, cfg.on_bad_file,
+        exclude=out.location, content=cfg.content_digest,
+    )  # fmt: skip
     if not files and not skipped:
         raise SentimentError(f"no Parquet files found in {', '.join(cfg.inputs)}")
     with out.lock(run_id):

@@ -242,6 +242,51 @@ def rewrite(path: Path, texts: list[str], keep_mtime: bool = False) -> None:
         os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
+def test_a_rewrite_keeping_size_time_and_footer_is_seen_only_with_content_digest(
+    ray_local, tiny_model, tmp_path
+):
+    """Uncompressed, plain, no statistics, texts of the same length: the rewritten file has
+    the same size, time and footer bytes. --incremental alone cannot tell (the README
+    says so); with --content-digest it scores the new rows."""
+    import os
+
+    from sentiment.inputs import _footer_digest
+
+    path = tmp_path / "in" / "a.parquet"
+    path.parent.mkdir()
+
+    def put(text: str) -> None:
+        st = path.stat() if path.exists() else None
+        table = pa.table({"review_id": [f"r{i}" for i in range(30)], "text": [text] * 30})
+        pq.write_table(
+            table, path, compression="none", use_dictionary=False, write_statistics=False
+        )
+        if st is not None:
+            os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+    def footer() -> tuple[int, int, str]:
+        with open(path, "rb") as f:
+            return (
+                path.stat().st_size,
+                path.stat().st_mtime_ns,
+                _footer_digest(f, path.stat().st_size),
+            )
+
+    put("great product")
+    score([path], tmp_path / "plain", tiny_model, incremental=True)
+    score([path], tmp_path / "digest", tiny_model, incremental=True, content_digest=True)
+    before = footer()
+    put("awful product")
+    assert footer() == before
+    plain = score([path], tmp_path / "plain", tiny_model, incremental=True)
+    assert plain["this_run"]["changed_inputs"] == [] and plain["this_run"]["inputs"] == []
+    assert set(read_output(tmp_path / "plain")["text"].to_pylist()) == {"great product"}
+    digest = score([path], tmp_path / "digest", tiny_model, incremental=True, content_digest=True)
+    assert digest["this_run"]["changed_inputs"] == [str(path)]
+    assert set(read_output(tmp_path / "digest")["text"].to_pylist()) == {"awful product"}
+    assert digest["inputs"][0]["fingerprint"].startswith("sha256:")
+
+
 def ids_in_output(output: Path) -> list[str]:
     return sorted(read_output(output)["review_id"].to_pylist())
 
