@@ -1,5 +1,5 @@
 """`python -m sentiment` is the `sentiment-jobs` command: what a submitted Ray job runs."""
 
-from sentiment.cli import app
+from sentiment.cli import main
 
-app(prog_name="sentiment-jobs")
+main()

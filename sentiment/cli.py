@@ -33,21 +33,56 @@ app = typer.Typer(
     help="Train GRU sentiment classifiers and score Parquet collections of reviews on Ray.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
 )
+GLOBAL_FLAGS = ("-v", "--verbose", "-q", "--quiet")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"sentiment-jobs {version('sentiment-jobs')}")
+        raise typer.Exit()
 
 
 @app.callback()
 def _main(
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug detail."),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", metavar="", help="Log debug detail (Ray's own lines too)."
+    ),
+    quiet: bool = typer.Option(
+        False, "--quiet", "-q", metavar="", help="Log warnings and errors only."
+    ),
+    version: bool = typer.Option(
+        False,
+        "--version",
+        callback=_version,
+        is_eager=True,
+        metavar="",
+        help="Print the version and exit.",
+    ),
 ) -> None:
+    """Global flags (-v, -q) go before or after the command (see `main`)."""
+    if verbose and quiet:
+        raise typer.BadParameter("give one of them", param_hint="--verbose / --quiet")
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
+        level=logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
     if not verbose:
         logging.getLogger("gensim").setLevel(logging.WARNING)  # a line per word2vec step
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """The `sentiment-jobs` command. -v/-q are global flags, accepted after the command
+    too (as uv, ruff and gh take theirs): Click knows options only at their own level, so
+    they are moved to the front (up to a `--`, after which words are arguments)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    end = args.index("--") if "--" in args else len(args)
+    flags = [a for a in args[:end] if a in GLOBAL_FLAGS]
+    rest = [a for a in args[:end] if a not in GLOBAL_FLAGS]
+    app(args=[*flags, *rest, *args[end:]], prog_name="sentiment-jobs")
 
 
 RUN_OPTIONS = ("address", "wait", "python")  # where a run goes, not what it does
@@ -61,6 +96,41 @@ def choices(name: str, values: Sequence[str]) -> type[Enum]:
 def _nested(f: dataclasses.Field) -> type | None:
     factory = f.default_factory
     return factory if callable(factory) and dataclasses.is_dataclass(factory) else None
+
+
+# Help panels: a setting's panel by its dotted path, or by its nested settings' name.
+PANELS = {
+    "model.*": "Model", "text.*": "Model", "embeddings.*": "Word embeddings",
+    **dict.fromkeys(("data", "store", "storage_path", "name"), "Data and model store"),
+    **dict.fromkeys(("ngrams", "ngram_c", "ngram_min_df"), "N-gram head"),
+    **dict.fromkeys(
+        ("epochs", "lr", "batch_size", "lr_schedule", "grad_clip", "weight_decay",
+         "label_smoothing", "embedding_lr", "val_fraction", "calibrate", "ensemble", "seed"),
+        "Training",
+    ),
+    **dict.fromkeys(
+        ("workers", "min_workers", "use_gpu", "cpus_per_worker", "gpus_per_worker",
+         "threads_per_worker", "max_failures", "resource_timeout_s", "actors", "min_actors",
+         "max_actors", "gpus_per_actor", "cpus_per_actor", "max_attempts"),
+        "Ray resources",
+    ),
+    **dict.fromkeys(
+        ("output", "text_column", "id_column", "on_bad_file", "rows_per_file",
+         "union_schemas", "incremental", "content_digest"),
+        "Input and output",
+    ),
+    **dict.fromkeys(("model_batch_size", "max_tokens"), "Scoring"),
+}  # fmt: skip
+RUN_PANEL = "Where it runs"
+
+
+def _panel(dotted: str, cls: type) -> str:
+    top = dotted.split(".", 1)[0]
+    if "." in dotted:
+        return PANELS.get(f"{top}.*", "Options")
+    if cls.__name__ == "ScoreConfig" and top in ("model", "store", "batch_size"):
+        return "Input and output" if top != "batch_size" else "Scoring"
+    return PANELS.get(top, "Options")
 
 
 def options(
@@ -80,6 +150,7 @@ def options(
     names would clash with the command's own.
     """
     found: list[inspect.Parameter] = []
+    outer = cls
 
     def walk(cls: type, path: str, prefix: str) -> None:
         hints = typing.get_type_hints(cls)
@@ -99,9 +170,13 @@ def options(
                 kind = choices(f"{cls.__name__}.{f.name}", extra.pop("choices"))
             elif typing.get_origin(kind) is tuple:
                 kind, default = list[str] | None, None
-            if kind is bool and "/" not in decl:
-                decl = f"{decl}/--no-{decl[2:]}"
-            option = typer.Option(decl, **extra)
+            decls = decl if isinstance(decl, tuple) else (decl,)
+            if kind is bool and "/" not in decls[0]:
+                decls = (f"{decls[0]}/--no-{decls[0][2:]}", *decls[1:])
+            extra.setdefault("rich_help_panel", _panel(dotted.removeprefix(f"{root}."), outer))
+            if kind is bool:
+                extra.setdefault("metavar", "")  # a flag takes no value
+            option = typer.Option(*decls, **extra)
             found.append(
                 inspect.Parameter(
                     dotted.replace(".", "__"),
@@ -244,16 +319,30 @@ AddressOption = Annotated[
         help="http://<head>:8265: submit as a Ray job there. <head>:<port> or 'auto': run "
         "here as a driver of that cluster. Empty or 'local': a Ray started in-process. "
         "Paths must be reachable from the cluster.",
+        rich_help_panel=RUN_PANEL,
+    ),
+]
+JobsAddressOption = Annotated[
+    str,
+    typer.Option(
+        "--address",
+        envvar="RAY_ADDRESS",
+        help="The cluster's dashboard, http://<head>:8265, where the jobs were submitted.",
+        show_default=False,
     ),
 ]
 WaitOption = Annotated[
     bool,
-    typer.Option(help="With --address: follow the job's logs and exit with its outcome."),
+    typer.Option(
+        help="With --address: follow the job's logs and exit with its outcome.",
+        rich_help_panel=RUN_PANEL,
+    ),
 ]
 ConfigOption = Annotated[
     str,
     typer.Option(
         "--config",
+        rich_help_panel=RUN_PANEL,
         help="All settings as JSON, inline or in a file (as a model's config.json 'training' or a manifest's 'settings' hold them); no other setting may be given with it. How a submitted Ray job gets its settings.",
     ),
 ]
@@ -270,6 +359,7 @@ PythonOption = Annotated[
     typer.Option(
         envvar="SENTIMENT_JOBS_PYTHON",
         help="With --address: the cluster's Python (default: the one it runs Ray with).",
+        rich_help_panel=RUN_PANEL,
     ),
 ]
 
@@ -446,7 +536,10 @@ def embeddings(
     output: Annotated[
         Path,
         typer.Option(
-            help="Directory for vectors.npy, vocab.txt and embeddings.json.", show_default=False
+            "--output",
+            "-o",
+            help="Directory for vectors.npy, vocab.txt and embeddings.json.",
+            show_default=False,
         ),
     ],
     **settings: Any,
@@ -491,8 +584,12 @@ def train(ctx: typer.Context, **settings: Any) -> None:
     from sentiment.train_job import run_training
 
     def build() -> TrainConfig:
-        if not settings["data"]:
-            raise SentimentError("give --data: a dataset prepared by `sentiment-jobs prepare`")
+        if not settings["data"]:  # required, unless --config holds it
+            raise typer.BadParameter(
+                "missing: give a dataset prepared by `sentiment-jobs prepare`",
+                ctx=ctx,
+                param_hint="'--data'",
+            )
         return from_options(TrainConfig, {**ctx.params, "embeddings__seed": settings["seed"]})
 
     cfg = _settings_or_submit(ctx, "train", TrainConfig, build)
@@ -523,7 +620,8 @@ def evaluate(
     ],
     store: StoreOption = "",
     output: Annotated[
-        Path | None, typer.Option(help="Write the metrics (JSON) and confusion PNGs here.")
+        Path | None,
+        typer.Option("--output", "-o", help="Write the metrics (JSON) and confusion PNGs here."),
     ] = None,
 ) -> None:
     """Recompute accuracy, cross-entropy, confusion and per-category accuracy of trained models."""
@@ -583,7 +681,9 @@ def score(
     ctx: typer.Context,
     inputs: Annotated[
         list[str] | None,
-        typer.Argument(help="Parquet files, directories, globs or URIs.", show_default=False),
+        typer.Argument(
+            help="Required: Parquet files, directories, globs or URIs.", show_default=False
+        ),
     ] = None,
     **settings: Any,
 ) -> None:
@@ -591,8 +691,12 @@ def score(
     from sentiment.score_job import run_scoring
 
     def build() -> ScoreConfig:
-        if not inputs:
-            raise SentimentError("give the Parquet files, directories, globs or URIs to score")
+        if not inputs:  # required, unless --config holds them
+            raise typer.BadParameter(
+                "missing: give the Parquet files, directories, globs or URIs to score",
+                ctx=ctx,
+                param_hint="'INPUTS...'",
+            )
         return from_options(ScoreConfig, ctx.params)
 
     cfg = _settings_or_submit(ctx, "score", ScoreConfig, build)
@@ -716,7 +820,7 @@ def _cluster(address: str):
 
 
 @jobs_app.command("list")
-def jobs_list(address: AddressOption = "") -> None:
+def jobs_list(address: JobsAddressOption = "") -> None:
     """Submitted jobs, oldest first: id, status, start time, entrypoint."""
     import time
 
@@ -732,7 +836,7 @@ def jobs_list(address: AddressOption = "") -> None:
 
 
 @jobs_app.command("status")
-def jobs_status(job_id: JobId, address: AddressOption = "") -> None:
+def jobs_status(job_id: JobId, address: JobsAddressOption = "") -> None:
     """A job's status and Ray's message about it."""
     from sentiment import submit
 
@@ -745,7 +849,7 @@ def jobs_status(job_id: JobId, address: AddressOption = "") -> None:
 def jobs_logs(
     job_id: JobId,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Until the job ends.")] = False,
-    address: AddressOption = "",
+    address: JobsAddressOption = "",
 ) -> None:
     """A job's logs so far, or followed until it ends."""
     from sentiment import submit
@@ -759,7 +863,7 @@ def jobs_logs(
 
 
 @jobs_app.command("stop")
-def jobs_stop(job_id: JobId, address: AddressOption = "") -> None:
+def jobs_stop(job_id: JobId, address: JobsAddressOption = "") -> None:
     """Stop a job and wait (up to a minute) until it has ended."""
     from sentiment import submit
 

@@ -268,7 +268,7 @@ class ModelConfig:
 class TrainConfig:
     """One training run: data, model, optimisation and the Ray resources it runs on."""
 
-    data: str = setting("", "Prepared dataset (directory or URI) from `prepare`.")
+    data: str = setting("", "Required: the prepared dataset (directory or URI) from `prepare`.")
     model: ModelConfig = field(default_factory=ModelConfig)
     text: TextConfig = field(default_factory=TextConfig)
     embeddings: EmbeddingConfig = field(default_factory=EmbeddingConfig)
@@ -383,7 +383,11 @@ class ScoreConfig:
     """One scoring run over Parquet input; the model's shape comes from its directory."""
 
     inputs: tuple[str, ...] = ()  # the command's arguments
-    output: str = setting("", "Output directory (default: next to the first input, <name>.scored).")
+    output: str = setting(
+        "",
+        "Output directory (default: next to the first input, <name>.scored).",
+        option=("--output", "-o"),
+    )
     model: str = setting(
         "latest", "Model directory or URI, or 'latest' or a model id in the store."
     )

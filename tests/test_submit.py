@@ -187,8 +187,6 @@ def test_config_option_carries_every_setting_and_only_them(tmp_path):
             "unknown ScoreConfig settings: colour",
         ),
         (["score", "--config", str(tmp_path / "missing.json")], "missing.json: No such file"),
-        (["train"], "give --data"),
-        (["score"], "give the Parquet files"),
     ]
     for args, says in cases:
         result = CliRunner().invoke(cli.app, args)
