@@ -96,6 +96,13 @@ def _connect(address: str, num_cpus: int | None, num_gpus: int | None) -> None:
             ray.init(address=address, log_to_driver=True)
         except (ConnectionError, TimeoutError, RuntimeError) as exc:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+                # What a token-auth cluster answers a driver without one, naming no token.
+                reason += (
+                    "; if it uses token authentication (on by default in recent Ray), set "
+                    "RAY_AUTH_MODE=token and its token in RAY_AUTH_TOKEN (or "
+                    "RAY_AUTH_TOKEN_PATH, or ~/.ray/auth_token)"
+                )
             raise SentimentError(f"cannot join the Ray cluster at {address}: {reason}") from None
         return
     log.info("starting a local Ray (no cluster address given), on 127.0.0.1 only")

@@ -224,3 +224,23 @@ def test_gpu_nodes_host_one_actor_per_gpu(cluster, collection, tiny_model, tmp_p
     assert {tuple(a["gpu_ids"]) for a in manifest["actors"]} == {("0",)}
     assert sorted(committed_ids(tmp_path / "out")) == sorted(ids)
     gpu_node.kill()  # the other tests' nodes have no GPUs
+
+
+def test_a_driver_without_the_clusters_token_is_told_about_tokens(cluster, tiny_model, tmp_path):
+    """Ray's own words name the cluster's outward address and no token: the error line
+    says what to set."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    pq.write_table(pa.Table.from_pylist(make_reviews(20)), inputs / "a.parquet")
+    env = cluster.env()
+    for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN"):
+        env.pop(name)
+    env["HOME"] = str(tmp_path)  # no ~/.ray/auth_token
+    command = [CLI, "score", str(inputs), "--output", str(tmp_path / "out")]
+    command += ["--model", str(tiny_model), "--address", cluster.address]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 1, done.stderr[-3000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, done.stderr[-3000:]
+    assert errors[0].startswith(f"error: cannot join the Ray cluster at {cluster.address}")
+    assert "RAY_AUTH_MODE=token" in errors[0] and "RAY_AUTH_TOKEN" in errors[0]
