@@ -354,6 +354,16 @@ StoreOption = Annotated[
         "publishes, and where 'latest' and model ids are found.",
     ),
 ]
+JsonOption = Annotated[
+    bool,
+    typer.Option(
+        "--json",
+        metavar="",
+        help="Print a machine-readable summary (one JSON document) on stdout instead of "
+        "the text one; logs and errors stay on stderr.",
+        rich_help_panel="Output format",
+    ),
+]
 PythonOption = Annotated[
     str,
     typer.Option(
@@ -578,7 +588,7 @@ def embeddings(
     },
     skip=("embeddings.seed",),  # word2vec takes the run's --seed
 )
-def train(ctx: typer.Context, **settings: Any) -> None:
+def train(ctx: typer.Context, as_json: JsonOption = False, **settings: Any) -> None:
     """Train a GRU classifier with Ray Train and publish it to the model store."""
     from sentiment.evaluation import category_table, results_table
     from sentiment.train_job import run_training
@@ -598,6 +608,9 @@ def train(ctx: typer.Context, **settings: Any) -> None:
     with user_errors():
         result = run_training(cfg, address=_driver_address(settings["address"]))
     m = result.metrics
+    if as_json:
+        _echo_json(model_id=result.model_id, model_dir=str(result.model_dir), metrics=m)
+        return
     typer.echo("\n" + results_table([m]))
     if m.get("test"):
         typer.echo("\ntest accuracy per category:\n" + category_table(m["test"]))
@@ -623,6 +636,7 @@ def evaluate(
         Path | None,
         typer.Option("--output", "-o", help="Write the metrics (JSON) and confusion PNGs here."),
     ] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Recompute accuracy, cross-entropy, confusion and per-category accuracy of trained models."""
     from sentiment.evaluation import category_table, results_table
@@ -630,6 +644,9 @@ def evaluate(
 
     with user_errors():
         rows = evaluate_models(model, data, split, store=store, output=output)
+    if as_json:
+        _echo_json(models=rows)
+        return
     typer.echo(results_table(rows))
     typer.echo("\ncalibration: expected calibration error over 10 bins of p_positive")
     for row in rows:
@@ -685,6 +702,7 @@ def score(
             help="Required: Parquet files, directories, globs or URIs.", show_default=False
         ),
     ] = None,
+    as_json: JsonOption = False,
     **settings: Any,
 ) -> None:
     """Score Parquet reviews with Ray Data and commit predictions to Parquet (safe to re-run)."""
@@ -704,7 +722,16 @@ def score(
         return
     with user_errors():
         summary = run_scoring(cfg, address=_driver_address(settings["address"]))
+    if as_json:
+        _echo_json(output=summary.output, **summary.manifest)
+        return
     _echo_score_summary(summary.output, summary.manifest)
+
+
+def _echo_json(**summary: Any) -> None:
+    import json
+
+    typer.echo(json.dumps(summary, indent=2, default=str))
 
 
 def _echo_score_summary(output: str, manifest: dict) -> None:
@@ -747,11 +774,11 @@ def _settings_or_submit(ctx: typer.Context, kind: str, cls: type, build: Callabl
     address, wait, python = (ctx.params[name] for name in RUN_OPTIONS)
     with user_errors():
         config = ctx.params["config"]
-        cfg = settings_from(config, cls, ctx, RUN_OPTIONS) if config else build()
+        cfg = settings_from(config, cls, ctx, (*RUN_OPTIONS, "as_json")) if config else build()
         submitting = _submitting(address)
     if not submitting:
         return cfg
-    _submit_job(kind, cfg, address, wait, python)
+    _submit_job(kind, cfg, address, wait, python, ctx.params.get("as_json", False))
     return None
 
 
@@ -776,7 +803,11 @@ def _driver_address(address: str) -> str:
     return address if address_kind(address) == DRIVER else ""
 
 
-def _submit_job(kind: str, cfg: object, address: str, wait: bool, python: str) -> None:
+def _submit_job(
+    kind: str, cfg: object, address: str, wait: bool, python: str, as_json: bool = False
+) -> None:
+    """Submit the run as a Ray job; with `wait` follow its logs (on stderr with `as_json`,
+    whose summary is the job's id, status and cluster) and exit with its outcome."""
     from sentiment import submit
 
     with user_errors():
@@ -784,11 +815,16 @@ def _submit_job(kind: str, cfg: object, address: str, wait: bool, python: str) -
         job_id = submit.submit(cluster, kind, cfg, python)
     typer.echo(f"submitted {job_id} to {cluster.address}", err=True)
     if not wait:
-        typer.echo(job_id)
+        if as_json:
+            _echo_json(job_id=job_id, status="PENDING", address=cluster.address)
+        else:
+            typer.echo(job_id)
         return
     try:
         with user_errors():
-            state = submit.follow(cluster, job_id, lambda text: typer.echo(text, nl=False))
+            state = submit.follow(
+                cluster, job_id, lambda text: typer.echo(text, nl=False, err=as_json)
+            )
             failed = state.status != "SUCCEEDED"
             reason = submit.job_failure_reason(cluster, state) if failed else ""
     except KeyboardInterrupt:
@@ -798,6 +834,8 @@ def _submit_job(kind: str, cfg: object, address: str, wait: bool, python: str) -
         typer.secho(f"error: job {job_id} {state.status.lower()}: {reason}", err=True, fg="red")
         raise typer.Exit(code=1)
     typer.echo(f"job {job_id} succeeded", err=True)
+    if as_json:
+        _echo_json(job_id=job_id, status=state.status, address=cluster.address)
 
 
 jobs_app = typer.Typer(help="List, inspect, follow and stop Ray jobs.", no_args_is_help=True)

@@ -83,3 +83,13 @@ def test_evaluate_reports_ece_and_draws_the_reliability_diagram(tiny_model, tiny
     line = next(x for x in result.output.splitlines() if x.split()[1:2] == ["test"])
     assert f"ECE {100 * ece:5.2f} % (temperature 2)" in line
     assert (tmp_path / f"{data['model']}-reliability-test.png").stat().st_size > 1000
+
+
+def test_evaluate_json_is_the_metrics_on_stdout(tiny_model, tiny_dataset):
+    result = CliRunner().invoke(
+        app, ["evaluate", "--model", str(tiny_model), "--data", str(tiny_dataset), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    [row] = json.loads(result.stdout)["models"]
+    assert set(row) >= {"model", "train", "test"}
+    assert 0.5 < row["test"]["accuracy"] <= 1 and 0 <= row["test"]["ece"] <= 1

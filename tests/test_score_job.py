@@ -638,3 +638,17 @@ def test_a_scored_output_inside_the_inputs_is_named_as_the_culprit(ray_local, ti
     assert f"{tmp_path / 'in' / 'part-0.scored'}/part-" in message
     assert "the output of an earlier scoring run" in message
     assert f"{path}:" not in message
+
+
+def test_json_prints_the_committed_manifest_on_stdout_alone(ray_local, tiny_model, tmp_path):
+    write_inputs(tmp_path / "in", n_files=2)
+    result = CliRunner().invoke(
+        app,
+        ["score", str(tmp_path / "in"), "--model", str(tiny_model), "-o", str(tmp_path / "out"),
+         "--json"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)  # the whole of stdout is one JSON document
+    committed = json.loads((tmp_path / "out" / "_manifest.json").read_text())
+    assert summary == {"output": str(tmp_path / "out"), **committed}
+    assert summary["this_run"]["rows_out"] == 240

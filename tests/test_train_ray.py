@@ -329,3 +329,25 @@ def test_an_ensemble_trains_with_phrases_and_is_calibrated_on_validation(
     assert loaded.model.temperature == calibration["temperature"]
     [row] = evaluate_models([result.model_dir], str(tiny_dataset), ["test"])
     assert row["test"]["accuracy"] == result.metrics["test"]["accuracy"]
+
+
+def test_train_json_prints_the_model_and_its_metrics(tiny_dataset, tmp_path):
+    """`train --json` from the installed command: stdout is one JSON document naming the
+    published model and holding its metrics; logs stay on stderr."""
+    import json
+    import subprocess
+    import sys
+
+    from sentiment.config import to_dict
+
+    cfg = to_dict(tiny_config(tiny_dataset, tmp_path, epochs=1))
+    exe = str(Path(sys.executable).parent / "sentiment-jobs")
+    done = subprocess.run(
+        [exe, "train", "--config", json.dumps(cfg), "--json"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout)
+    assert summary["model_dir"] == str(tmp_path / "store" / summary["model_id"])
+    assert (tmp_path / "store" / "LATEST").read_text().strip() == summary["model_id"]
+    assert 0 <= summary["metrics"]["test"]["accuracy"] <= 1
