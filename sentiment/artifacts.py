@@ -343,15 +343,25 @@ def publish(local_dir: Path, store: str, model_id: str) -> str:
         if fs.get_file_info(target).type != pafs.FileType.NotFound:
             fs.delete_dir(target)  # same id = same weights: replacing it changes nothing
         fs.move(staging, target)
-        _write_text_atomic(fs, f"{root}/{LATEST}", model_id + "\n")
     else:
         files = [p for p in local_dir.iterdir() if p.is_file()]
         for item in sorted(files, key=lambda p: (p.name == CONFIG, p.name)):  # config.json last
             with open(item, "rb") as src, fs.open_output_stream(f"{target}/{item.name}") as dst:
                 shutil.copyfileobj(src, dst, 1 << 20)
+    point_latest(fs, root, model_id)
+    return target if "://" not in store else f"{store.rstrip('/')}/{model_id}"
+
+
+def point_latest(fs, root: str, model_id: str) -> None:
+    """Point the store's LATEST at `model_id`, in one step: a rename on a local disk, a
+    single PUT on an object store. Readers see the old model id or the new one."""
+    import pyarrow.fs as pafs
+
+    if isinstance(fs, pafs.LocalFileSystem):
+        _write_text_atomic(fs, f"{root}/{LATEST}", model_id + "\n")
+    else:
         with fs.open_output_stream(f"{root}/{LATEST}") as f:
             f.write((model_id + "\n").encode())
-    return target if "://" not in store else f"{store.rstrip('/')}/{model_id}"
 
 
 def check_store(store: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import inspect
+import json
 import logging
 import sys
 import typing
@@ -251,8 +252,6 @@ def from_options(cls: type, params: dict[str, Any], path: str = "") -> Any:
 def settings_from(config: str, cls: type, ctx: typer.Context, allowed: tuple[str, ...]):
     """A config dataclass from `--config` JSON (inline or a file); every other setting
     must then be left at its default."""
-    import json
-
     from sentiment.config import from_dict
 
     # By name: Typer (0.2x) brings a click of its own, whose ParameterSource is not click's.
@@ -729,8 +728,6 @@ def score(
 
 
 def _echo_json(**summary: Any) -> None:
-    import json
-
     typer.echo(json.dumps(summary, indent=2, default=str))
 
 
@@ -908,3 +905,99 @@ def jobs_stop(job_id: JobId, address: JobsAddressOption = "") -> None:
     with user_errors():
         s = submit.stop(_cluster(address), job_id)
     typer.echo(f"{s.job_id} {s.status}")
+
+
+# --- models: the model store -----------------------------------------------------------
+
+
+models_app = typer.Typer(
+    help="List the model store, show a model, point LATEST at one.", no_args_is_help=True
+)
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("list")
+def models_list(store: StoreOption = "", as_json: JsonOption = False) -> None:
+    """Every model in the store, oldest first: id, variant, accuracies, when published;
+    `*` marks the one LATEST names."""
+    from sentiment.catalog import list_models
+    from sentiment.config import store_location
+
+    with user_errors():
+        models = list_models(store_location(store))
+    if as_json:
+        _echo_json(store=store_location(store), models=models)
+        return
+    if not models:
+        typer.echo(f"no models in {store_location(store)}")
+    for m in models:
+        mark = "*" if m["latest"] else " "
+        if "problem" in m:
+            typer.echo(f"{mark} {m['model_id']:<24} unreadable: {m['problem']}")
+            continue
+        accuracy = "  ".join(
+            f"{split} {100 * m[f'{split}_accuracy']:.2f} %"
+            for split in ("val", "test")
+            if m.get(f"{split}_accuracy") is not None
+        )
+        typer.echo(f"{mark} {m['model_id']:<24} {m['published'] or '':<20}  {accuracy}")
+
+
+@models_app.command("show")
+def models_show(
+    model: Annotated[
+        str, typer.Argument(help="'latest', a model id in the store, a directory or a URI.")
+    ] = "latest",
+    store: StoreOption = "",
+    as_json: JsonOption = False,
+) -> None:
+    """A model's settings, data, embeddings, calibration and versions (its lineage), and
+    its metrics."""
+    from sentiment.catalog import show_model
+    from sentiment.config import store_location
+
+    with user_errors():
+        shown = show_model(model, store_location(store))
+    if as_json:
+        _echo_json(**shown)
+        return
+    config, metrics = shown["config"], shown["metrics"]
+    training = config.get("training") or {}
+    members = (config.get("ensemble") or {}).get("members", [])
+    rows = [
+        ("model", shown["model_id"] + ("  (LATEST)" if shown["latest"] else "")),
+        ("location", shown["location"]),
+        ("shape", _flat(config.get("model") or {"ensemble of": len(members)})),
+        ("data", f"{training.get('data')}  seed {training.get('seed')}"),
+        ("embeddings", _flat(config.get("embeddings") or {})),
+        ("calibration", _flat(config.get("calibration") or {})),
+        *(
+            (split, f"accuracy {100 * metrics[split]['accuracy']:.2f} %")
+            for split in ("train", "val", "test")
+            if (metrics.get(split) or {}).get("accuracy") is not None
+        ),
+        ("versions", _flat(config.get("versions") or {})),
+    ]
+    for name, value in rows:
+        if value:
+            typer.echo(f"{name:<12}{value}")
+
+
+def _flat(d: dict[str, Any]) -> str:
+    """`key value` pairs of a dict's plain values, for one line."""
+    return "  ".join(f"{k} {v}" for k, v in d.items() if not isinstance(v, (dict, list)))
+
+
+@models_app.command("set-latest")
+def models_set_latest(
+    model_id: Annotated[str, typer.Argument(help="A model id in the store (gru-8289c5a4a067).")],
+    store: StoreOption = "",
+) -> None:
+    """Point the store's LATEST at a model (promote or roll back), once its files are
+    checked to digest to its id."""
+    from sentiment.catalog import set_latest
+    from sentiment.config import store_location
+
+    with user_errors():
+        before = set_latest(model_id, store_location(store))
+    typer.echo(f"LATEST {before or '(none)'} -> {model_id}")
