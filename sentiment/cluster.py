@@ -72,6 +72,35 @@ def stop_on_signals() -> None:
         signal.signal(signum, stop)
 
 
+class _Drop(logging.Filter):
+    """Drops the records whose message starts with `start`."""
+
+    def __init__(self, start: str):
+        super().__init__()
+        self.start = start
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.start)
+
+
+def quiet_ray() -> None:
+    """Ray's own INFO lines (the instance started, Ray Data's plan and progress log) only
+    at debug level (-v); its warnings and errors always, but for its note that token
+    authentication is on (the state this project asks for; that it is off still shows)."""
+    if log.getEffectiveLevel() <= logging.DEBUG:
+        return
+    for name in ("ray", "ray.data", "ray.train", "ray.tune"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    token = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    if not any(isinstance(f, _Drop) for f in token.filters):
+        token.addFilter(_Drop("Token authentication is enabled"))
+
+
+def _ray_level() -> int:
+    """Ray's own log level: INFO at debug level (-v), else WARNING (see `quiet_ray`)."""
+    return logging.INFO if log.getEffectiveLevel() <= logging.DEBUG else logging.WARNING
+
+
 def init_ray(address: str = "", num_cpus: int | None = None, num_gpus: int | None = None) -> None:
     """Join the cluster at `address` (or the job's own, inside a Ray job), else start a
     local Ray. Only a local Ray takes `num_cpus`/`num_gpus`. Then SIGTERM and SIGINT
@@ -80,7 +109,9 @@ def init_ray(address: str = "", num_cpus: int | None = None, num_gpus: int | Non
 
     if ray.is_initialized():
         return
+    quiet_ray()
     _connect(address, num_cpus, num_gpus)
+    quiet_ray()  # ray.init sets its loggers up again
     stop_on_signals()
 
 
@@ -88,12 +119,13 @@ def _connect(address: str, num_cpus: int | None, num_gpus: int | None) -> None:
     import ray
 
     if os.environ.get("RAY_JOB_ID") or (not address and os.environ.get("RAY_ADDRESS")):
-        ray.init(log_to_driver=True)  # the job's cluster, from RAY_ADDRESS
+        # The job's cluster, from RAY_ADDRESS.
+        ray.init(log_to_driver=True, logging_level=_ray_level())
         return
     if address_kind(address) == DRIVER:
         log.info("joining the Ray cluster at %s", address)
         try:
-            ray.init(address=address, log_to_driver=True)
+            ray.init(address=address, log_to_driver=True, logging_level=_ray_level())
         except (ConnectionError, TimeoutError, RuntimeError) as exc:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
@@ -112,6 +144,7 @@ def _connect(address: str, num_cpus: int | None, num_gpus: int | None) -> None:
             num_cpus=num_cpus,
             num_gpus=num_gpus,
             log_to_driver=True,
+            logging_level=_ray_level(),
             _node_ip_address="127.0.0.1",
             dashboard_host="127.0.0.1",
         )

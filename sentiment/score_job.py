@@ -41,6 +41,7 @@ from sentiment.layout import (
     schema_difference,
 )
 from sentiment.pipeline import STAGED, Registry, ScorerActor, complete, make_datasource
+from sentiment.progress import Progress
 from sentiment.scoring import OUTPUT_COLUMNS, STATUSES
 
 log = logging.getLogger(__name__)
@@ -201,14 +202,26 @@ def _run_pipeline(run: _Run, schema: pa.Schema, add_id: bool) -> None:
     last one left (a lost node fails an attempt at once); an error of the data or the
     model (a SentimentError raised inside Ray) ends the run at the first attempt.
     """
-    from sentiment.cluster import alive_nodes, lost_work
-
     # Units of --rows-per-file rows, or of an equal share per actor where that is less: a
     # collection smaller than actors × --rows-per-file still keeps every actor busy.
     share = math.ceil(sum(f.rows for f in run.todo) / max(1, run.plan["actors"]))
     units = plan_units(run.todo, max(1, min(run.cfg.rows_per_file, share)))
     receipts: dict[int, list[tuple[int, int, str]]] = {u.index: [] for u in units}
     done: dict[int, list[tuple[int, int, str]]] = {}
+    with Progress(sum(u.rows for u in units), "rows scored", log) as progress:
+        _attempts(run, units, schema, add_id, receipts, done, progress)
+    run.staged_pieces = {
+        path: units[i].pieces(first, rows)
+        for i, tiles in done.items()
+        for first, rows, path in tiles
+    }
+    run.staged = sorted(run.staged_pieces)
+
+
+def _attempts(run: _Run, units, schema, add_id, receipts, done, progress: Progress) -> None:
+    """Attempts until every unit is complete (`done`), or the run fails (see `_run_pipeline`)."""
+    from sentiment.cluster import alive_nodes, lost_work
+
     for attempt in range(1, run.cfg.max_attempts + 1):
         left = [u for u in units if u.index not in done]
         if attempt > 1:
@@ -224,6 +237,7 @@ def _run_pipeline(run: _Run, schema: pa.Schema, add_id: bool) -> None:
                 receipts[receipt["unit"]].append(
                     (receipt["first"], receipt["rows"], receipt["path"])
                 )
+                progress.add(receipt["rows"])
             error = None
         except Exception as exc:  # Ray Data re-raises a task's error in its own types
             error = exc
@@ -249,12 +263,7 @@ def _run_pipeline(run: _Run, schema: pa.Schema, add_id: bool) -> None:
             attempt, run.run_id, reason, len(done), len(units),
         )  # fmt: skip
         run.retries.append({"attempt": attempt, "reason": reason, "units_done": len(done)})
-    run.staged_pieces = {
-        path: units[i].pieces(first, rows)
-        for i, tiles in done.items()
-        for first, rows, path in tiles
-    }
-    run.staged = sorted(run.staged_pieces)
+        progress.done = sum(u.rows for u in units if u.index in done)
 
 
 def _attempt(run: _Run, units: list, schema: pa.Schema, add_id: bool):
@@ -262,8 +271,11 @@ def _attempt(run: _Run, units: list, schema: pa.Schema, add_id: bool):
     import ray
     import ray.data
 
+    from sentiment.cluster import quiet_ray
+
     cfg = run.cfg
     _check_resources(run)
+    quiet_ray()  # Ray Data sets its logger up when first imported
     ctx = ray.data.DataContext.get_current()
     ctx.max_errored_blocks = 0  # an unreadable block fails the run; it is never dropped
     # Bounded waits: Ray Data would otherwise wait forever for actors no node can host,
@@ -283,7 +295,10 @@ def _attempt(run: _Run, units: list, schema: pa.Schema, add_id: bool):
         warnings.filterwarnings("ignore", "`ray_remote_args` is deprecated")
         ds = _score_blocks(ds, run, registry)
     try:
-        yield from ds.iter_rows()
+        # Block by block, each receipt as soon as its block is done (iter_rows gathers
+        # rows into batches first: receipts, one row a block, came in bursts).
+        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0):
+            yield from batch.to_pylist()
     finally:
         _end_attempt(run, registry)
 

@@ -526,6 +526,11 @@ def test_installed_command_scores_with_the_latest_model(tiny_model, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "rows in 120  rows out 120" in proc.stdout
     assert read_output(tmp_path / "in" / "part-0.scored").num_rows == 120
+    # Ray's own INFO lines (its progress log, the instance started, the token note) only
+    # with -v: the run's stderr holds this project's lines alone.
+    noise = ("Total Progress", "streaming_executor", "Started a local Ray", "Token authentication")
+    assert not [n for n in noise if n in proc.stderr], proc.stderr[-3000:]
+    assert all(" INFO sentiment." in line for line in proc.stderr.splitlines()), proc.stderr
 
 
 def _env() -> dict[str, str]:
