@@ -2,9 +2,10 @@
 
 `safe_extract` unpacks only regular files and folders, inside the target folder, within
 caps on the total size and the number of entries; everything else refuses the whole
-archive with one line. `read_amazon_archive` then checks the contents (the four
-categories, 1,000 positive and 1,000 negative reviews each) and reads them with the
-Amazon reader, so an archive is prepared exactly as the unpacked folder would be.
+archive with one line. `read_amazon_archive` unpacks only the `.review` files, each within
+a cap for its name checked at its header, then checks the contents (the four categories,
+1,000 positive and 1,000 negative reviews each) and reads them with the Amazon reader, so
+an archive is prepared exactly as the unpacked folder would be.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import shutil
 import tarfile
 import tempfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
@@ -36,6 +38,12 @@ __all__ = [
 
 MAX_UNPACKED_BYTES = 1024**3  # the Multi-Domain archive unpacks to a few hundred MB at most
 MAX_MEMBERS = 10_000  # it holds a dozen files
+# The review files are read into memory (their reviews, then an Arrow copy), so they are
+# capped by name, at each one's header, before anything of them is unpacked. A labelled file
+# of 1,000 reviews is about 1.5 MB; all of them, unlabeled ones included, about three times
+# the 30 MB download. At these caps `prepare` peaks at about 800 MB.
+MAX_LABELLED_BYTES = 16 * 1024**2  # a positive.review or negative.review (any but unlabeled)
+MAX_REVIEW_BYTES = 256 * 1024**2  # all .review files together
 # The archive's folders → the category names of the well-formed copy, so that review ids,
 # group ids and per-category figures are the same whichever of the two was prepared.
 AMAZON_CATEGORIES = {
@@ -49,6 +57,7 @@ UNLABELED_SCHEMA = pa.schema(
     [("review_id", pa.string()), ("text", pa.string()), ("category", pa.string())]
 )
 _CHUNK = 1 << 20
+_BATCH_ROWS = 10_000  # unlabeled reviews turned into Arrow at a time
 # Headers and padding around the members: a bound for the stream, generous for real archives.
 _OVERHEAD_PER_MEMBER = 4 * 512
 # Python's own checks as well as ours where it has them (3.10.12+, 3.11.4+).
@@ -90,12 +99,14 @@ def safe_extract(
     *,
     max_bytes: int = MAX_UNPACKED_BYTES,
     max_members: int = MAX_MEMBERS,
+    select: Callable[[tarfile.TarInfo], bool] | None = None,
 ) -> None:
     """Unpack the tar (optionally gzip'd) `archive` into the existing folder `target`.
 
     Refused, before anything of the entry is written: links, devices and pipes, absolute
     names, names with `..` or that resolve outside `target`, more than `max_members`
-    entries or `max_bytes` in all. The gzip stream is read to its end, so a truncated
+    entries or `max_bytes` in all. `select`, given each file that passes, may refuse it
+    (raise) or leave it out (False). The gzip stream is read to its end, so a truncated
     or corrupt archive is refused even where the tar part looks whole.
     """
     target = target.resolve()
@@ -117,7 +128,8 @@ def safe_extract(
                             archive, f"unpacks to more than {max_bytes:,} bytes (a bomb?)"
                         )
                     _check_member(archive, member, target)
-                    tar.extract(member, target, **_DATA_FILTER)
+                    if select is None or member.isdir() or select(member):
+                        tar.extract(member, target, **_DATA_FILTER)
             while stream.read(_CHUNK):  # the rest: gzip checks its length and CRC at the end
                 pass
     except _TooLarge:
@@ -187,13 +199,42 @@ def read_amazon_archive(
     workdir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".unpack-", dir=workdir))
     try:
-        safe_extract(archive, tmp, max_bytes=max_bytes, max_members=max_members)
+        select = _ReviewFiles(archive)
+        safe_extract(archive, tmp, max_bytes=max_bytes, max_members=max_members, select=select)
         root = _dataset_root(archive, tmp)
         labelled = _read_labelled(archive, root, test_from)
         unlabeled, left_out = _read_unlabeled(archive, root, set(labelled["text"].to_pylist()))
         return AmazonArchive(labelled, unlabeled, left_out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+class _ReviewFiles:
+    """`safe_extract`'s choice for the Multi-Domain archive: its `.review` files, within
+    MAX_LABELLED_BYTES each (unlabeled.review excepted) and MAX_REVIEW_BYTES in all; nothing
+    else of it is ever read, so nothing else is unpacked."""
+
+    def __init__(self, archive: Path):
+        self.archive, self.total = archive, 0
+
+    def __call__(self, member: tarfile.TarInfo) -> bool:
+        name = PurePosixPath(member.name).name
+        if not name.endswith(".review"):
+            return False
+        if name != "unlabeled.review" and member.size > MAX_LABELLED_BYTES:
+            raise _refused(
+                self.archive,
+                f"the entry {member.name!r} is {member.size:,} bytes; the dataset's labelled "
+                f"review files hold 1,000 reviews, under {MAX_LABELLED_BYTES:,} bytes",
+            )
+        self.total += member.size
+        if self.total > MAX_REVIEW_BYTES:
+            raise _refused(
+                self.archive,
+                f"its .review files come to more than {MAX_REVIEW_BYTES:,} bytes (at "
+                f"{member.name!r}); the dataset's are far smaller",
+            )
+        return True
 
 
 _EXPECTED = (
@@ -247,25 +288,41 @@ def _read_member(archive: Path, root: Path, path: Path, test_from: int) -> pa.Ta
     except SentimentError as exc:
         if "no <review> elements" in str(exc):
             return None
-        # The reader names the temporary copy; name the file inside the archive instead.
-        member = path.relative_to(root)
-        raise SentimentError(str(exc).replace(str(path), f"{archive}: {member}")) from None
+        raise _in_archive(exc, archive, root, path) from None
+
+
+def _in_archive(exc: SentimentError, archive: Path, root: Path, path: Path) -> SentimentError:
+    """The reader names the temporary copy; name the file inside the archive instead."""
+    member = path.relative_to(root)
+    return SentimentError(str(exc).replace(str(path), f"{archive}: {member}"))
 
 
 def _read_unlabeled(archive: Path, root: Path, labelled: set[str]) -> tuple[pa.Table, int]:
-    ids, texts, categories, left_out = [], [], [], 0
+    batches, left_out = [], 0
     for category in sorted(set(AMAZON_CATEGORIES.values())):
         path = root / category / "unlabeled.review"
         if not path.is_file():
             continue
-        for i, fields in enumerate(amazon_reviews(path)):
-            text = amazon_text(fields)
-            # A labelled review's text here would let word2vec see test reviews.
-            if not text or text in labelled:
-                left_out += 1
-                continue
-            ids.append(f"amazon/{category}/unlabeled/{i}")
-            texts.append(text)
-            categories.append(category)
-    columns = [pa.array(c, pa.string()) for c in (ids, texts, categories)]
-    return pa.table(columns, schema=UNLABELED_SCHEMA), left_out
+        rows: list[tuple[str, str]] = []
+        try:
+            for i, fields in enumerate(amazon_reviews(path)):
+                text = amazon_text(fields)
+                # A labelled review's text here would let word2vec see test reviews.
+                if not text or text in labelled:
+                    left_out += 1
+                    continue
+                rows.append((f"amazon/{category}/unlabeled/{i}", text))
+                if len(rows) == _BATCH_ROWS:  # held as Arrow, not as Python strings and Arrow
+                    batches.append(_unlabeled_batch(rows, category))
+                    rows = []
+        except SentimentError as exc:
+            raise _in_archive(exc, archive, root, path) from None
+        if rows:
+            batches.append(_unlabeled_batch(rows, category))
+    return pa.Table.from_batches(batches, schema=UNLABELED_SCHEMA), left_out
+
+
+def _unlabeled_batch(rows: list[tuple[str, str]], category: str) -> pa.RecordBatch:
+    ids, texts = zip(*rows, strict=True)
+    columns = [pa.array(c, pa.string()) for c in (ids, texts, [category] * len(rows))]
+    return pa.record_batch(columns, schema=UNLABELED_SCHEMA)

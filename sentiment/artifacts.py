@@ -37,7 +37,14 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from sentiment.config import ModelConfig, SentimentError, TextConfig, from_dict, is_model_id
+from sentiment.config import (
+    MODEL_SIZE_LIMITS,
+    ModelConfig,
+    SentimentError,
+    TextConfig,
+    from_dict,
+    is_model_id,
+)
 from sentiment.models import Ensemble, SentimentGRU, build_model
 from sentiment.storage import filesystem, storage_error
 from sentiment.text import Vocabulary
@@ -82,17 +89,30 @@ def write_weights(directory: Path, model: torch.nn.Module, vocab: Vocabulary) ->
         (directory / PHRASES).write_text(vocab.phrases.to_text(), encoding="utf-8")
 
 
-def read_vocab(directory: Path, text: TextConfig | None = None) -> Vocabulary:
-    """vocab.txt with the phrases.txt beside it; `text` says how many pairs there must be."""
-    from sentiment.embeddings import read_phrases
+def read_vocab(
+    directory: Path, text: TextConfig | None = None, rows: int | None = None
+) -> Vocabulary:
+    """vocab.txt with the phrases.txt beside it; `text` says how many pairs there must be,
+    `rows` how many words (the model's vocab_size; default: the most a config may give).
 
-    phrases = read_phrases(directory)
+    Both are read a line at a time and refused at the first line past those counts (or too
+    long for a word), so what is held follows the counts, not the files' sizes.
+    """
+    from sentiment.embeddings import read_phrases, read_vocab_file
+
+    phrases = read_phrases(directory, None if text is None else text.phrases)
     if text is not None and text.phrases != len(phrases or ()):
         raise SentimentError(
             f"{directory / PHRASES}: the model was trained with {text.phrases} word pairs, "
             f"the file has {len(phrases or ())}"
         )
-    return Vocabulary.from_text((directory / VOCAB).read_text(encoding="utf-8"), phrases)
+    path = directory / VOCAB
+    if rows is None:
+        rows = MODEL_SIZE_LIMITS["vocab_size"][1]
+        more = f"{path}: more than {rows:,} words, the most a model may have"
+    else:
+        more = f"{path}: more words than the model's {rows:,} rows"
+    return read_vocab_file(path, phrases, rows, more)
 
 
 def compute_model_id(directory: Path, variant: str) -> str:
@@ -231,7 +251,7 @@ def check_model_dir(directory: str | Path) -> ModelFiles:
     ensemble = "ensemble" in config
     check_weights(directory / WEIGHTS, model_cfgs, ensemble)  # before allocating the model
     try:
-        vocab = read_vocab(directory, text_cfg)
+        vocab = read_vocab(directory, text_cfg, rows=max(c.vocab_size for c in model_cfgs))
     except ValueError as exc:
         raise SentimentError(f"{directory / VOCAB}: unreadable vocabulary ({exc})") from None
     for model_cfg in model_cfgs:

@@ -302,9 +302,13 @@ def load_embeddings(directory: str | Path) -> Embeddings:
         matrix = np.load(d / VECTORS, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
         raise SentimentError(f"{d / VECTORS}: not a readable numpy array ({exc})") from None
+    if matrix.ndim != 2 or matrix.dtype != np.float32:
+        raise SentimentError(f"{d / VECTORS}: expected a 2-D float32 array, got {matrix.dtype}")
     phrases = read_phrases(d)
     try:
-        vocab = Vocabulary.from_text((d / VOCAB).read_text(encoding="utf-8"), phrases)
+        rows = matrix.shape[0]
+        more = f"{d / VECTORS}: {rows} rows but {d / VOCAB} has more words"
+        vocab = read_vocab_file(d / VOCAB, phrases, rows, more)
     except (ValueError, UnicodeDecodeError) as exc:
         raise SentimentError(f"{d / VOCAB}: not a vocabulary ({exc})") from None
     try:
@@ -313,8 +317,6 @@ def load_embeddings(directory: str | Path) -> Embeddings:
         raise SentimentError(f"{d / META}: not JSON ({exc})") from None
     if not isinstance(meta, dict):
         raise SentimentError(f"{d / META}: expected a JSON object")
-    if matrix.ndim != 2 or matrix.dtype != np.float32:
-        raise SentimentError(f"{d / VECTORS}: expected a 2-D float32 array, got {matrix.dtype}")
     if matrix.shape[0] != len(vocab):
         raise SentimentError(
             f"{d / VECTORS}: {matrix.shape[0]} rows but {d / VOCAB} has {len(vocab)} words"
@@ -326,13 +328,57 @@ def load_embeddings(directory: str | Path) -> Embeddings:
     return Embeddings(vocab, matrix, meta)
 
 
-def read_phrases(directory: Path) -> Phrases | None:
-    """The `phrases.txt` of an embeddings or model directory; None where there is none."""
+# A vocabulary line longer than this is no word: a file of one line of a gigabyte is refused
+# at its first 64 K characters, not read whole. Real words are far shorter (word2vec's own
+# tool cuts its keys at 100 characters; a review is under 25,000).
+MAX_WORD_CHARS = 1 << 16
+
+
+def read_vocab_file(path: Path, phrases: Phrases | None, rows: int, more: str) -> Vocabulary:
+    """A `vocab.txt` read a line at a time, as `Vocabulary.from_text` reads the whole text.
+
+    Refused at the first line longer than MAX_WORD_CHARS, or past `rows` words (the rows of
+    the matrix the words index; `more` says so), so memory follows the rows and never the
+    file's size. Only blank lines, which from_text drops from the end, may follow the last row.
+    """
+    words: list[str] = []
+    with path.open(encoding="utf-8", newline="\n") as f:  # lines end at "\n" alone
+        rest = iter(lambda: f.read(1 << 20), "")  # what follows the last row, a chunk at a time
+        while line := f.readline(MAX_WORD_CHARS + 2):
+            word = line.removesuffix("\n")
+            if len(word) > MAX_WORD_CHARS:
+                raise SentimentError(
+                    f"{path}: line {len(words) + 1}: longer than {MAX_WORD_CHARS:,} "
+                    "characters; not a word"
+                )
+            if len(words) == rows and (word or any(chunk.strip("\n") for chunk in rest)):
+                raise SentimentError(f"{more} (line {rows + 1})")
+            words.append(word)
+    while words and not words[-1]:  # from_text's rstrip("\n")
+        words.pop()
+    return Vocabulary(words, phrases)
+
+
+def read_phrases(directory: Path, pairs: int | None = None) -> Phrases | None:
+    """The `phrases.txt` of an embeddings or model directory; None where there is none.
+
+    Read a line at a time, refused at a line too long for two words or, where `pairs` says
+    how many there are, at the first line past them.
+    """
     path = directory / PHRASES
     if not path.is_file():
         return None
+    lines: list[str] = []
+    limit = 2 * MAX_WORD_CHARS + 1
     try:
-        return Phrases.from_text(path.read_text(encoding="utf-8"))
+        with path.open(encoding="utf-8", newline="\n") as f:
+            while line := f.readline(limit + 2):
+                if len(line.removesuffix("\n")) > limit:
+                    raise ValueError(f"line {len(lines) + 1}: longer than two words")
+                if len(lines) == pairs:
+                    raise ValueError(f"line {pairs + 1}: more than the {pairs:,} pairs expected")
+                lines.append(line)
+        return Phrases.from_text("".join(lines))
     except (ValueError, UnicodeDecodeError) as exc:
         raise SentimentError(f"{path}: not a phrase list ({exc})") from None
 
