@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from sentiment.cli import app
 from sentiment.config import ScoreConfig, SentimentError
-from sentiment.score_job import default_output, run_scoring
+from sentiment.score_job import default_output, run_scoring, start_registry
 from sentiment.scoring import Scorer
 from tests.conftest import make_reviews
 
@@ -432,6 +432,7 @@ def test_scoring_actor_error_reaches_the_driver_as_one_line(ray_local, tiny_mode
 
     units = plan_units(files, 1000)
     (tmp_path / "out" / "_staging").mkdir(parents=True)  # the driver's part
+    registry = start_registry()
     ds = ray.data.read_datasource(make_datasource(units, input_schema(files, False), False))
     ds = ds.map_batches(
         Failing,
@@ -444,6 +445,7 @@ def test_scoring_actor_error_reaches_the_driver_as_one_line(ray_local, tiny_mode
             "threads": 1,
             "output": str(tmp_path / "out"),
             "staging": str(tmp_path / "out" / "_staging"),
+            "registry": registry,
         },
         batch_size=None,
         batch_format="pyarrow",
@@ -452,9 +454,18 @@ def test_scoring_actor_error_reaches_the_driver_as_one_line(ray_local, tiny_mode
     )
     with pytest.raises(Exception) as err:
         ds.materialize()
+    # A failed pipeline leaves its pool's actors alive, holding their CPUs from the tests
+    # that follow (run_scoring ends them through its registry; this does the same).
+    for actor in ray.get(registry.actors.remote(), timeout=60):
+        ray.kill(actor)
+    ray.kill(registry)
     assert failure_reason(err.value) == (
         f"{paths[1]}: row group 1: scoring failed: ValueError: cannot score this second line"
     )
+    deadline = time.monotonic() + 60
+    while ray.available_resources().get("CPU", 0) < ray.cluster_resources()["CPU"]:
+        assert time.monotonic() < deadline, "the failed pipeline's actors still hold CPUs"
+        time.sleep(0.5)
 
 
 def test_default_output_is_next_to_the_input():
