@@ -137,6 +137,14 @@ def connect(address: str) -> Cluster:
             f"{address} is not a Ray dashboard (HTTP {r.status_code}); "
             "give the dashboard address, usually http://<head>:8265"
         )
+    if token and mode != "token" and os.environ.get("RAY_AUTH_MODE", "").lower() == "token":
+        # Ray's job client adds the token itself wherever RAY_AUTH_MODE=token is set here,
+        # whatever the server: it is not created for one that did not say it uses tokens.
+        raise SentimentError(
+            f"{address} does not say it uses Ray tokens, but RAY_AUTH_MODE=token is set "
+            f"here, so Ray's job client would send it the token from {source}: unset "
+            "RAY_AUTH_MODE for this cluster, or check the address"
+        )
     with ray_errors(address):
         client = JobSubmissionClient(address, headers=dict(headers))
     return Cluster(address=address, client=client, headers=headers)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import http.server
 import json
+import os
 import shlex
 import socket
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -236,23 +238,41 @@ def _recording_server(version_status: int) -> tuple[http.server.HTTPServer, list
     return server, seen
 
 
+_CONNECT = """
+import sys
+from sentiment import submit
+from sentiment.config import SentimentError
+try:
+    submit.connect(sys.argv[1])
+except SentimentError as exc:
+    print(f"error: {exc}")
+"""
+
+
+@pytest.mark.parametrize("mode_here", ["", "token"], ids=["mode-unset", "RAY_AUTH_MODE=token"])
 @pytest.mark.parametrize("version_status", [200, 401])
 def test_the_token_goes_only_to_a_server_that_says_it_uses_tokens(
-    no_token, monkeypatch, version_status
+    no_token, version_status, mode_here
 ):
-    monkeypatch.setenv("RAY_AUTH_TOKEN", "secret-token-value")
+    """In a process of its own, as the CLI is. Also where RAY_AUTH_MODE=token is set (as
+    users of `ray job submit` do, and as starting a local Ray does): Ray's job client then
+    adds the token itself, whatever the server."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env.update(
+        RAY_AUTH_TOKEN="secret-token-value", **({"RAY_AUTH_MODE": mode_here} if mode_here else {})
+    )
     server, seen = _recording_server(version_status)
     try:
         address = f"http://127.0.0.1:{server.server_port}"
-        if version_status == 401:
-            with pytest.raises(SentimentError, match="does not say it uses Ray tokens"):
-                submit.connect(address)
-        else:
-            # What the job client makes of the stand-in is not the point.
-            with contextlib.suppress(SentimentError):
-                submit.connect(address)
+        done = subprocess.run(
+            [sys.executable, "-c", _CONNECT, address],
+            env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
     finally:
         server.shutdown()
+    assert done.returncode == 0, done.stderr[-3000:]
     assert any(r["path"] == "/api/authentication_mode" for r in seen)
     assert any(r["path"].startswith("/api/version") for r in seen)
     assert not [r for r in seen if "authorization" in r or "secret-token-value" in str(r)]
+    if version_status == 401 or mode_here:
+        assert "does not say it uses Ray tokens" in done.stdout, done.stdout
